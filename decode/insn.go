@@ -1,0 +1,138 @@
+package decode
+
+import (
+	"fmt"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// Kind is how a probed instruction is executed on a hit.
+type Kind uint8
+
+// Strategies, from most refused to cheapest.
+const (
+	// Reject: the instruction cannot run safely under a probe; Insn.Reason says why.
+	Reject Kind = iota
+	// OutOfLine: the instruction runs from a copy in the tracee's XOL area.
+	OutOfLine
+	// Emulate: emu.Step applies the instruction to registers and memory.
+	Emulate
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Reject:
+		return "reject"
+	case OutOfLine:
+		return "outofline"
+	case Emulate:
+		return "emulate"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// ArgKind says what an Arg is.
+type ArgKind uint8
+
+// Operand kinds.
+const (
+	ArgNone ArgKind = iota
+	ArgReg          // Arg.Reg
+	ArgMem          // Arg.Mem
+	ArgImm          // Arg.Imm
+	ArgRel          // Arg.Imm is the absolute branch target
+)
+
+// Mem is a memory operand normalised for execution: the effective address is
+// segbase(Seg) + Base + Index*Scale + Disp, truncated to AddrSize bytes.
+type Mem struct {
+	// Seg is FS or GS when the instruction overrides the segment, 0 otherwise:
+	// the other segments have base 0 in 64-bit mode.
+	Seg x86asm.Reg
+	// Base is a general register, or 0. It is never RIP: a rip-relative operand
+	// is resolved at decode time into Disp (the absolute address) with Base 0.
+	Base  x86asm.Reg
+	Index x86asm.Reg // 0 when there is no index
+	Scale uint8      // 1, 2, 4 or 8; 1 when there is no index
+	// Disp is sign-extended to 64 bits; for rip-relative operands and the
+	// moffs forms (A0-A3) it is the absolute address.
+	Disp     int64
+	AddrSize uint8 // 8, or 4 with an address-size prefix
+}
+
+// Arg is one operand normalised for execution.
+type Arg struct {
+	Kind ArgKind
+	Size uint8 // bytes read or written: 1, 2, 4 or 8 (or more for vector memory operands)
+	Reg  x86asm.Reg
+	Mem  Mem
+	// Imm is, for ArgImm, the immediate as the CPU extends it to Size bytes,
+	// masked to Size bytes; for ArgRel, the absolute target address.
+	Imm uint64
+}
+
+// Flow is the control-flow class of an instruction.
+type Flow uint8
+
+// Control-flow classes.
+const (
+	FlowNone         Flow = iota // falls through to the next instruction
+	FlowJump                     // jmp rel
+	FlowCondJump                 // jcc rel, jrcxz, loop*
+	FlowCall                     // call rel32
+	FlowIndirectJump             // jmp r/m64
+	FlowIndirectCall             // call r/m64
+	FlowRet                      // ret, ret imm16
+)
+
+// Insn is one decoded instruction with everything a hit needs, computed once
+// when the probe is inserted.
+type Insn struct {
+	Addr  uint64
+	Len   int
+	Bytes [15]byte // Bytes[:Len] is the instruction
+
+	// Inst is x86asm's decoding. Its Op is 0 for instructions x86asm does not
+	// know and that were measured by this package's own length decoder.
+	Inst x86asm.Inst
+	// Op is the operation: Inst.Op, or NOP for ENDBR64 and ENDBR32.
+	Op x86asm.Op
+	// Args holds the operands in Intel order (destination first), ended by
+	// the first ArgNone.
+	Args [4]Arg
+	// OpSize is the operand size in bytes (1, 2, 4, 8), for instructions
+	// whose operand size is not carried by an Arg (push, pop, cdq, ...).
+	OpSize uint8
+	// Cond is the condition code (0-15) of Jcc, CMOVcc and SETcc, taken from
+	// the low nibble of the opcode: 0 O, 1 NO, 2 B, 3 AE, 4 E, 5 NE, 6 BE, 7 A,
+	// 8 S, 9 NS, 10 P, 11 NP, 12 L, 13 GE, 14 LE, 15 G.
+	Cond uint8
+	// Flow is the instruction's control-flow class.
+	Flow Flow
+	// Lock is set for a LOCK prefix and for instructions that lock
+	// implicitly (xchg with memory): such instructions are never emulated.
+	Lock bool
+
+	Kind   Kind
+	Reason string // why Reject; for OutOfLine, why not Emulate
+
+	// The out-of-line recipe.
+
+	// RIPRel is set when a memory operand is rip-relative; DispOff is then the
+	// offset in Bytes of its disp32 and Target the absolute address it names.
+	RIPRel  bool
+	DispOff int
+	Target  uint64
+	// ModRMOff is the offset in Bytes of the ModRM byte, or -1.
+	ModRMOff int
+	// Uses is the set of general registers (bit i for hardware number i, see
+	// package regs) that the instruction reads or writes, implicitly too. A
+	// scratch register for rewriting a rip-relative operand must be outside it.
+	Uses uint16
+}
+
+// Next returns the address of the instruction that follows in.
+func (in *Insn) Next() uint64 { return in.Addr + uint64(in.Len) }
+
+// Code returns the instruction's bytes.
+func (in *Insn) Code() []byte { return in.Bytes[:in.Len] }
