@@ -1,0 +1,500 @@
+// Package fuzz checks the emulator and the decoder against the real CPU.
+//
+// An Oracle runs one instruction at a time in a sandbox process under ptrace
+// and reports the registers, memory and signal it ends with; the campaign
+// (Campaign, and the difftest command) generates instructions of every form
+// that package emu implements, runs each on the CPU and through emu.Step from
+// the same state, and compares. The CPU also referees instruction lengths.
+//
+// The sandbox needs no external program: it is the running binary itself,
+// re-executed under PTRACE_TRACEME and stopped at its exec, before any of its
+// own code runs. Its pages at fixed addresses are mapped with injected
+// syscalls. Any binary that links this package can create an Oracle.
+package fuzz
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"unsafe"
+
+	"github.com/onetrap/onetrap/regs"
+	"golang.org/x/sys/unix"
+)
+
+// The sandbox's fixed layout. Everything lies below 2 GiB so that 32-bit
+// addressing (the 67 prefix) and sign-extended disp32 can reach it, and
+// within ±2 GiB of the code so that rip-relative operands can too.
+const (
+	PageSize = 4096
+	// CodePage holds the instruction under test. It is readable and
+	// executable, not writable by the sandbox's own code.
+	CodePage uint64 = 0x50000000
+	// DataAddr starts DataPages read-write pages. The page right after the
+	// code page is not executable, so an instruction placed at the end of the
+	// code page cannot be fetched past its last byte without a fault: that is
+	// how lengths are measured.
+	DataAddr  uint64 = CodePage + PageSize
+	DataPages        = 2
+	// ROAddr is a read-only page: reads work, writes fault.
+	ROAddr uint64 = DataAddr + DataPages*PageSize
+	// HoleAddr is never mapped: every access faults.
+	HoleAddr uint64 = ROAddr + PageSize
+	// WindowAddr and WindowSize delimit the data pages a State fills: the
+	// read-write pages then the read-only one.
+	WindowAddr        = DataAddr
+	WindowSize        = (DataPages + 1) * PageSize
+	rwSize            = DataPages * PageSize
+	codeEnd    uint64 = CodePage + PageSize
+)
+
+// sandboxEnv marks the re-executed binary: "trace" asks it to become a
+// tracee and exec itself; "stopped" is what the final image sees, and it only
+// ever runs if its tracer died before killing it.
+const sandboxEnv = "ONETRAP_FUZZ_SANDBOX"
+
+func init() {
+	switch os.Getenv(sandboxEnv) {
+	case "":
+		return
+	case "trace":
+		// Package initialisation runs on the main thread, which is the
+		// thread that exec replaces: the one PTRACE_TRACEME must mark.
+		if _, _, e := unix.RawSyscall(unix.SYS_PTRACE, unix.PTRACE_TRACEME, 0, 0); e != 0 {
+			fmt.Fprintf(os.Stderr, "onetrap sandbox: PTRACE_TRACEME: %v\n", e)
+			os.Exit(3)
+		}
+		env := os.Environ()
+		for i, kv := range env {
+			if strings.HasPrefix(kv, sandboxEnv+"=") {
+				env[i] = sandboxEnv + "=stopped"
+			}
+		}
+		err := unix.Exec("/proc/self/exe", []string{"onetrap-sandbox"}, env)
+		fmt.Fprintf(os.Stderr, "onetrap sandbox: exec: %v\n", err)
+		os.Exit(3)
+	default:
+		// The sandbox was let go without being killed: never run the
+		// program (it may be a test binary) a second time.
+		os.Exit(0)
+	}
+}
+
+// State is what an instruction starts from: the register file and the
+// contents of the data window (DataPages read-write pages, then the
+// read-only page).
+type State struct {
+	Regs regs.Regs
+	Mem  [WindowSize]byte
+}
+
+// Outcome is what the CPU did with one instruction.
+type Outcome struct {
+	// Regs is the register file after the instruction, or at the fault.
+	Regs regs.Regs
+	// Mem is the data window afterwards.
+	Mem [WindowSize]byte
+	// Signal is 0 when the instruction completed, or the signal it raised
+	// (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP for int3...).
+	Signal unix.Signal
+	// Code and Addr are the signal's si_code and si_addr.
+	Code int32
+	Addr uint64
+	// Syscall is set when the instruction entered the kernel (syscall,
+	// sysenter, int 0x80): the sandbox stops it before it runs.
+	Syscall bool
+}
+
+// Faulted reports whether the instruction raised a signal.
+func (o *Outcome) Faulted() bool { return o.Signal != 0 || o.Syscall }
+
+// Signal codes of SIGSEGV that carry a real address.
+const (
+	segvMapErr = 1
+	segvAccErr = 2
+)
+
+// ErrTooShort is returned by Length when the CPU fetches past the bytes it is
+// given: the instruction is longer than them.
+var ErrTooShort = errors.New("fuzz: the CPU reads past the given bytes")
+
+// ErrIllegal is returned by Length when the CPU raises SIGILL: it does not
+// execute the instruction, so it cannot measure it.
+var ErrIllegal = errors.New("fuzz: the CPU refuses the instruction (SIGILL)")
+
+// Oracle is a sandbox process that runs single instructions on the CPU. All
+// its ptrace calls come from one locked OS thread, as ptrace requires; its
+// methods may be called from any goroutine but not concurrently.
+type Oracle struct {
+	req  chan func()
+	done chan struct{}
+
+	// Owned by the tracer thread.
+	pid    int
+	mem    int // /proc/PID/mem
+	base   unix.PtraceRegs
+	code   [PageSize]byte // shadow of the code page
+	window [WindowSize]byte
+	pregs  unix.PtraceRegs
+	dead   error
+	maps   string
+
+	lenState State
+	lenOut   Outcome
+}
+
+// NewOracle starts a sandbox. Close it when done.
+func NewOracle() (*Oracle, error) {
+	o := &Oracle{req: make(chan func()), done: make(chan struct{})}
+	errc := make(chan error)
+	go o.loop(errc)
+	if err := <-errc; err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// loop is the tracer thread: it starts the sandbox and then runs requests.
+func (o *Oracle) loop(errc chan<- error) {
+	runtime.LockOSThread()
+	// The thread stays locked to the end: it is the sandbox's tracer and
+	// must not be reused by other goroutines with a tracee attached.
+	if err := o.start(); err != nil {
+		o.kill()
+		errc <- err
+		return
+	}
+	errc <- nil
+	for f := range o.req {
+		f()
+		o.done <- struct{}{}
+	}
+	o.kill()
+	close(o.done)
+}
+
+// do runs f on the tracer thread.
+func (o *Oracle) do(f func()) {
+	o.req <- f
+	<-o.done
+}
+
+// Close kills the sandbox.
+func (o *Oracle) Close() error {
+	close(o.req)
+	<-o.done
+	return nil
+}
+
+// Pid returns the sandbox's process id.
+func (o *Oracle) Pid() int { return o.pid }
+
+// Maps returns the sandbox's /proc/PID/maps as read after its pages were
+// mapped: addresses not in it fault.
+func (o *Oracle) Maps() string { return o.maps }
+
+func (o *Oracle) kill() {
+	if o.pid > 0 {
+		unix.Kill(o.pid, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(o.pid, &ws, unix.WALL, nil)
+		o.pid = 0
+	}
+	if o.mem > 0 {
+		unix.Close(o.mem)
+		o.mem = 0
+	}
+}
+
+func (o *Oracle) start() error {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "/proc/self/exe"
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	p, err := os.StartProcess("/proc/self/exe", []string{exe}, &os.ProcAttr{
+		Env:   append(os.Environ(), sandboxEnv+"=trace"),
+		Files: []*os.File{devnull, devnull, os.Stderr},
+	})
+	if err != nil {
+		return fmt.Errorf("fuzz: starting the sandbox: %w", err)
+	}
+	o.pid = p.Pid
+	p.Release()
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(o.pid, &ws, unix.WALL, nil); err != nil {
+		return fmt.Errorf("fuzz: waiting for the sandbox's exec: %w", err)
+	}
+	if !ws.Stopped() || ws.StopSignal() != unix.SIGTRAP {
+		o.pid = 0
+		return fmt.Errorf("fuzz: the sandbox did not stop at its exec (status %#x)", uint32(ws))
+	}
+	if err := unix.PtraceSetOptions(o.pid, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACESYSGOOD); err != nil {
+		return fmt.Errorf("fuzz: PTRACE_SETOPTIONS: %w", err)
+	}
+	if o.mem, err = unix.Open(fmt.Sprintf("/proc/%d/mem", o.pid), unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
+		return fmt.Errorf("fuzz: opening the sandbox's memory: %w", err)
+	}
+	if err := unix.PtraceGetRegs(o.pid, &o.base); err != nil {
+		return fmt.Errorf("fuzz: PTRACE_GETREGS: %w", err)
+	}
+	// The entry point is executable: a syscall instruction written there
+	// runs the syscalls that build the sandbox's pages.
+	at := o.base.Rip
+	if _, err := unix.Pwrite(o.mem, []byte{0x0f, 0x05}, int64(at)); err != nil {
+		return fmt.Errorf("fuzz: writing the syscall instruction: %w", err)
+	}
+	const fixed = unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_FIXED_NOREPLACE
+	calls := []struct {
+		nr   uintptr
+		args [6]uint64
+		want uint64
+	}{
+		{unix.SYS_MMAP, [6]uint64{CodePage, PageSize, unix.PROT_READ | unix.PROT_EXEC, fixed, ^uint64(0), 0}, CodePage},
+		{unix.SYS_MMAP, [6]uint64{DataAddr, WindowSize, unix.PROT_READ | unix.PROT_WRITE, fixed, ^uint64(0), 0}, DataAddr},
+		{unix.SYS_MPROTECT, [6]uint64{ROAddr, PageSize, unix.PROT_READ}, 0},
+	}
+	for _, c := range calls {
+		got, err := o.inject(at, c.nr, c.args)
+		if err != nil {
+			return err
+		}
+		if got != c.want {
+			return fmt.Errorf("fuzz: syscall %d in the sandbox returned %#x, want %#x", c.nr, got, c.want)
+		}
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", o.pid))
+	if err != nil {
+		return err
+	}
+	o.maps = string(maps)
+	for _, l := range strings.Split(o.maps, "\n") {
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(l, "%x-%x", &lo, &hi); err == nil && lo < HoleAddr+PageSize && hi > HoleAddr {
+			return fmt.Errorf("fuzz: the sandbox's hole page %#x is mapped: %s", HoleAddr, l)
+		}
+	}
+	// Fill the code page with int3 so that a stray fetch traps visibly.
+	for i := range o.code {
+		o.code[i] = 0xcc
+	}
+	if _, err := unix.Pwrite(o.mem, o.code[:], int64(CodePage)); err != nil {
+		return fmt.Errorf("fuzz: writing the code page: %w", err)
+	}
+	return nil
+}
+
+// inject runs one syscall in the stopped sandbox with a syscall instruction
+// at address at, and returns its result.
+func (o *Oracle) inject(at uint64, nr uintptr, a [6]uint64) (uint64, error) {
+	r := o.base
+	r.Rax, r.Orig_rax = uint64(nr), ^uint64(0)
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	r.Rip = at
+	if err := unix.PtraceSetRegs(o.pid, &r); err != nil {
+		return 0, fmt.Errorf("fuzz: PTRACE_SETREGS: %w", err)
+	}
+	if err := unix.PtraceSingleStep(o.pid); err != nil {
+		return 0, fmt.Errorf("fuzz: PTRACE_SINGLESTEP: %w", err)
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(o.pid, &ws, unix.WALL, nil); err != nil {
+		return 0, err
+	}
+	if !ws.Stopped() || ws.StopSignal() != unix.SIGTRAP {
+		return 0, fmt.Errorf("fuzz: injected syscall %d: sandbox status %#x", nr, uint32(ws))
+	}
+	if err := unix.PtraceGetRegs(o.pid, &r); err != nil {
+		return 0, err
+	}
+	return r.Rax, nil
+}
+
+// Run executes code, placed at st.Regs.RIP (which must lie in the code page
+// with the whole of code), once on the CPU from st, and fills out.
+func (o *Oracle) Run(code []byte, st *State, out *Outcome) error {
+	rip := st.Regs.RIP
+	if rip < CodePage || rip >= codeEnd || uint64(len(code)) > codeEnd-rip {
+		return fmt.Errorf("fuzz: code of %d bytes at %#x is outside the code page %#x", len(code), rip, CodePage)
+	}
+	var err error
+	o.do(func() { err = o.run(code, st, out, true) })
+	return err
+}
+
+// sigTrapSyscall is the stop signal of a syscall stop with PTRACE_O_TRACESYSGOOD.
+const sigTrapSyscall = unix.SIGTRAP | 0x80
+
+// run is Run on the tracer thread; withMem says whether to write and read
+// back the data window.
+func (o *Oracle) run(code []byte, st *State, out *Outcome, withMem bool) error {
+	if o.dead != nil {
+		return o.dead
+	}
+	rip := st.Regs.RIP
+	off := rip - CodePage
+	if string(o.code[off:off+uint64(len(code))]) != string(code) {
+		copy(o.code[off:], code)
+		if _, err := unix.Pwrite(o.mem, code, int64(rip)); err != nil {
+			return o.fail(fmt.Errorf("fuzz: writing code at %#x: %w", rip, err))
+		}
+	}
+	if withMem {
+		if _, err := unix.Pwrite(o.mem, st.Mem[:], int64(WindowAddr)); err != nil {
+			return o.fail(fmt.Errorf("fuzz: writing the data window: %w", err))
+		}
+	}
+	r := &o.pregs
+	*r = o.base
+	in := &st.Regs
+	g := &in.GPR
+	r.Rax, r.Rcx, r.Rdx, r.Rbx = g[regs.RAX], g[regs.RCX], g[regs.RDX], g[regs.RBX]
+	r.Rsp, r.Rbp, r.Rsi, r.Rdi = g[regs.RSP], g[regs.RBP], g[regs.RSI], g[regs.RDI]
+	r.R8, r.R9, r.R10, r.R11 = g[regs.R8], g[regs.R9], g[regs.R10], g[regs.R11]
+	r.R12, r.R13, r.R14, r.R15 = g[regs.R12], g[regs.R13], g[regs.R14], g[regs.R15]
+	r.Rip, r.Eflags, r.Orig_rax = rip, in.RFLAGS, ^uint64(0)
+	r.Fs_base, r.Gs_base = in.FSBase, in.GSBase
+	if err := unix.PtraceSetRegs(o.pid, r); err != nil {
+		return o.fail(fmt.Errorf("fuzz: PTRACE_SETREGS: %w", err))
+	}
+	// SYSEMU_SINGLESTEP: one instruction, and a syscall stops at its entry
+	// without running, so random registers can never reach the kernel.
+	if _, _, e := unix.RawSyscall6(unix.SYS_PTRACE, unix.PTRACE_SYSEMU_SINGLESTEP, uintptr(o.pid), 0, 0, 0, 0); e != 0 {
+		return o.fail(fmt.Errorf("fuzz: PTRACE_SYSEMU_SINGLESTEP: %w", e))
+	}
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(o.pid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return o.fail(fmt.Errorf("fuzz: wait4: %w", err))
+		}
+		break
+	}
+	if !ws.Stopped() {
+		return o.fail(fmt.Errorf("fuzz: the sandbox ended (status %#x) running % x", uint32(ws), code))
+	}
+	if err := unix.PtraceGetRegs(o.pid, r); err != nil {
+		return o.fail(fmt.Errorf("fuzz: PTRACE_GETREGS: %w", err))
+	}
+	out.Regs = regs.FromPtrace(r)
+	out.Signal, out.Code, out.Addr, out.Syscall = 0, 0, 0, false
+	switch sig := ws.StopSignal(); sig {
+	case sigTrapSyscall:
+		out.Syscall = true
+	case unix.SIGTRAP:
+		var si [128]byte
+		if err := o.siginfo(&si); err != nil {
+			return err
+		}
+		// The single-step trap is TRAP_TRACE; an int3 or int1 raises a
+		// SIGTRAP of its own.
+		if code := int32(binary.LittleEndian.Uint32(si[8:])); code != 2 /* TRAP_TRACE */ {
+			out.Signal, out.Code = sig, code
+		}
+	default:
+		var si [128]byte
+		if err := o.siginfo(&si); err != nil {
+			return err
+		}
+		out.Signal = sig
+		out.Code = int32(binary.LittleEndian.Uint32(si[8:]))
+		out.Addr = binary.LittleEndian.Uint64(si[16:])
+	}
+	if withMem {
+		copy(out.Mem[rwSize:], st.Mem[rwSize:])
+		if _, err := unix.Pread(o.mem, out.Mem[:rwSize], int64(WindowAddr)); err != nil {
+			return o.fail(fmt.Errorf("fuzz: reading the data window: %w", err))
+		}
+	}
+	return nil
+}
+
+func (o *Oracle) siginfo(si *[128]byte) error {
+	if _, _, e := unix.RawSyscall6(unix.SYS_PTRACE, unix.PTRACE_GETSIGINFO, uintptr(o.pid), 0, uintptr(unsafe.Pointer(si)), 0, 0); e != 0 {
+		return o.fail(fmt.Errorf("fuzz: PTRACE_GETSIGINFO: %w", e))
+	}
+	return nil
+}
+
+// fail records that the sandbox can no longer be trusted.
+func (o *Oracle) fail(err error) error {
+	o.dead = err
+	return err
+}
+
+// lengthState is the register file of length measurements: every general
+// register points into the middle of the read-write pages, so that most
+// memory operands land in mapped memory and the instruction completes.
+func lengthState() regs.Regs {
+	var r regs.Regs
+	for i := range r.GPR {
+		r.GPR[i] = DataAddr + rwSize/2
+	}
+	r.RFLAGS = 0x202
+	return r
+}
+
+// Length returns how many bytes of code the CPU takes as its first
+// instruction. It places code so that it ends at the last byte of the code
+// page, which is followed by a page that cannot be executed: if the CPU needs
+// more bytes, the fetch faults (ErrTooShort); then it gives the CPU one byte
+// fewer, and if it still decodes, the instruction is shorter than code, and
+// the exact length is found by shrinking further. A branch is measured the
+// same way: no instruction is trusted to fall through.
+func (o *Oracle) Length(code []byte) (int, error) {
+	if len(code) == 0 || len(code) > 15 {
+		return 0, fmt.Errorf("fuzz: Length of %d bytes", len(code))
+	}
+	var (
+		n   int
+		err error
+	)
+	o.do(func() { n, err = o.length(code) })
+	return n, err
+}
+
+func (o *Oracle) length(code []byte) (int, error) {
+	st, out := &o.lenState, &o.lenOut
+	st.Regs = lengthState()
+	n := len(code)
+	// fetches reports whether the CPU needs more than the first k bytes of
+	// code. A fetch fault comes before anything the instruction does, so a
+	// data fault or a SIGILL after all k bytes were fetched says "no more".
+	fetches := func(k int) (bool, error) {
+		st.Regs.RIP = codeEnd - uint64(k)
+		if err := o.run(code[:k], st, out, false); err != nil {
+			return false, err
+		}
+		if k == n && out.Signal == unix.SIGILL {
+			return false, ErrIllegal
+		}
+		return out.Signal == unix.SIGSEGV && out.Addr == codeEnd && out.Regs.RIP == st.Regs.RIP, nil
+	}
+	more, err := fetches(n)
+	if err != nil {
+		return 0, err
+	}
+	if more {
+		return 0, ErrTooShort
+	}
+	for k := n - 1; k >= 0; k-- {
+		more, err := fetches(k)
+		if err != nil {
+			return 0, err
+		}
+		if more {
+			return k + 1, nil
+		}
+	}
+	return 0, errors.New("fuzz: the CPU measured an empty instruction")
+}
