@@ -1,0 +1,427 @@
+// Package decode turns the bytes of one x86-64 instruction into an Insn:
+// its exact length, its operands normalised for execution, and how a probe
+// on it runs (Emulate, OutOfLine or Reject with a reason).
+//
+// Decoding happens once, when a probe is inserted, so it may take its time
+// and allocate; the Insn it returns is all a hit needs. Two decoders are
+// consulted: x86asm for the operands, and this package's own length tables,
+// which check x86asm's length and measure what it does not know. When they
+// disagree, or neither is sure, Decode returns an *Error rather than guess:
+// a wrong length would corrupt the traced process.
+package decode
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// MaxLen is the architectural limit on the length of one instruction.
+const MaxLen = 15
+
+// Error reports bytes that are not an instruction Decode can measure with
+// certainty: undefined or truncated encodings, unsupported encodings (XOP,
+// APX), or a disagreement between the two decoders. It is distinct from an
+// Insn whose Kind is Reject, which is a well-understood instruction that
+// cannot run under a probe.
+type Error struct {
+	Addr      uint64
+	Bytes     []byte // the bytes examined, at most MaxLen
+	Why       string
+	Truncated bool // more bytes might have made an instruction
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("decode %#x [% x]: %s", e.Addr, e.Bytes, e.Why)
+}
+
+// Decode decodes the instruction at the start of code, which sits at address
+// pc in the target. Only the first MaxLen bytes are looked at. The error, if
+// any, is an *Error.
+func Decode(code []byte, pc uint64) (*Insn, error) {
+	if len(code) > MaxLen {
+		code = code[:MaxLen]
+	}
+	fail := func(why string, truncated bool) (*Insn, error) {
+		return nil, &Error{Addr: pc, Bytes: append([]byte(nil), code...), Why: why, Truncated: truncated}
+	}
+	if len(code) == 0 {
+		return fail("no bytes", true)
+	}
+	p, lerr := parse(code)
+	if lerr != nil {
+		if lerr.truncated && len(code) == MaxLen {
+			return fail("longer than 15 bytes", false)
+		}
+		return fail(lerr.why, lerr.truncated)
+	}
+	in := &Insn{Addr: pc, Len: p.n, ModRMOff: p.modrmOff}
+	copy(in.Bytes[:], code[:p.n])
+	in.Inst.Mode = 64
+	in.Inst.Len = p.n
+
+	if isENDBR(&p, code) {
+		in.Op = x86asm.NOP
+		in.OpSize = 4
+		in.finish(&p)
+		return in, nil
+	}
+	if p.attr&aInv != 0 {
+		in.Kind = Reject
+		in.Reason = fmt.Sprintf("opcode %#02x is invalid in 64-bit mode", p.op)
+		in.Uses = 0xffff
+		return in, nil
+	}
+
+	inst, xerr := x86Decode(code)
+	if xerr != nil || inst.Op == 0 || inst.Len == 0 {
+		return in.fallback(&p, code, fail)
+	}
+	if inst.Len != p.n {
+		return fail(fmt.Sprintf("x86asm measures %d bytes (%v) but the opcode tables measure %d", inst.Len, inst.Op, p.n), false)
+	}
+	in.Inst = inst
+	in.Op = inst.Op
+	if err := in.operands(&p, code); err != "" {
+		return fail(err, false)
+	}
+	in.finish(&p)
+	return in, nil
+}
+
+// x86Decode calls x86asm, turning a panic (it has had index errors on
+// truncated VEX input) into an error. The input is validated first by the
+// length tables, so this is a last resort.
+func x86Decode(code []byte) (inst x86asm.Inst, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			inst, err = x86asm.Inst{}, fmt.Errorf("x86asm panicked: %v", r)
+		}
+	}()
+	return x86asm.Decode(code, 64)
+}
+
+// isENDBR recognises ENDBR64 (f3 0f 1e fa) and ENDBR32 (f3 0f 1e fb), which
+// x86asm does not decode. Other f3 0f 1e forms (RDSSP) are not NOPs.
+func isENDBR(p *parsed, code []byte) bool {
+	return p.enc == encLegacy && p.mp == map0F && p.op == 0x1e && p.rep == 0xf3 &&
+		p.modrmOff >= 0 && (p.modrm == 0xfa || p.modrm == 0xfb)
+}
+
+// fallback handles an instruction x86asm does not decode: when the opcode
+// tables define it, it runs out of line with the tables' length; otherwise
+// the bytes are an error.
+func (in *Insn) fallback(p *parsed, code []byte, fail func(string, bool) (*Insn, error)) (*Insn, error) {
+	if !p.known() {
+		return fail("not an instruction: neither x86asm nor the opcode tables define it", false)
+	}
+	in.Uses = 0xffff
+	in.Kind = OutOfLine
+	in.Reason = "instruction not known to the disassembler: it runs out of line with the length measured by the opcode tables"
+	if p.hasMem() {
+		in.locateRIP(p, code)
+	}
+	if why := systemByOpcode(p); why != "" {
+		in.Kind, in.Reason = Reject, why
+		return in, nil
+	}
+	if p.attr&aRel != 0 {
+		in.Kind, in.Reason = Reject, "relative branch not known to the disassembler"
+		return in, nil
+	}
+	if in.RIPRel && p.addr32 {
+		in.Kind, in.Reason = Reject, "eip-relative operand (67 prefix with rip-relative addressing)"
+		return in, nil
+	}
+	in.Lock = p.lock
+	return in, nil
+}
+
+// locateRIP fills the rip-relative recipe from the tables' parse.
+func (in *Insn) locateRIP(p *parsed, code []byte) {
+	if !p.ripRel() {
+		return
+	}
+	in.RIPRel = true
+	in.DispOff = p.dispOff
+	in.Target = in.Next() + uint64(p.disp(code))
+}
+
+// systemByOpcode names the privileged or system instructions among those x86asm
+// does not know (VMX, SMAP, ...), by their encoding.
+func systemByOpcode(p *parsed) string {
+	if p.enc != encLegacy {
+		return ""
+	}
+	switch p.mp {
+	case map0F:
+		switch p.op {
+		case 0x00:
+			return "system instruction (0f 00 group: LLDT, LTR, SLDT, STR, VERR, VERW)"
+		case 0x01:
+			if p.mod() == 3 {
+				switch p.modrm {
+				case 0xd0, 0xd5, 0xd6, 0xee, 0xef, 0xf9, 0xfa, 0xfb, 0xfc:
+					return "" // XGETBV, XEND, XTEST, RDPKRU, WRPKRU, RDTSCP, MONITORX, MWAITX, CLZERO
+				case 0xe8:
+					if p.rep == 0 {
+						return "" // SERIALIZE
+					}
+				}
+			}
+			return "privileged or system instruction (0f 01 group)"
+		case 0x06, 0x07, 0x08, 0x09, 0x20, 0x21, 0x22, 0x23, 0x30, 0x32, 0x34, 0x35, 0x37:
+			return "privileged or system instruction"
+		case 0x78, 0x79:
+			if !p.op16 && p.rep == 0 {
+				return "VMX instruction (VMREAD/VMWRITE)"
+			}
+		case 0xc7:
+			if p.mod() != 3 && p.reg() >= 6 {
+				return "VMX instruction (VMPTRLD/VMCLEAR/VMXON/VMPTRST)"
+			}
+		}
+	case map0F38:
+		if p.op >= 0x80 && p.op <= 0x82 {
+			return "privileged instruction (INVEPT/INVVPID/INVPCID)"
+		}
+	}
+	return ""
+}
+
+// operands normalises x86asm's operands; it returns a non-empty reason when
+// they cannot be trusted.
+func (in *Insn) operands(p *parsed, code []byte) string {
+	inst := &in.Inst
+	for i, a := range inst.Args {
+		if a == nil {
+			break
+		}
+		arg := &in.Args[i]
+		switch a := a.(type) {
+		case x86asm.Reg:
+			arg.Kind, arg.Reg, arg.Size = ArgReg, a, regSize(a)
+		case x86asm.Mem:
+			arg.Kind = ArgMem
+			arg.Size = uint8(inst.MemBytes)
+			if inst.MemBytes > 255 {
+				arg.Size = 0
+			}
+			in.mem(&arg.Mem, a, p, code)
+		case x86asm.Imm:
+			arg.Kind = ArgImm
+			arg.Size = in.immSize(i, p)
+			arg.Imm = uint64(int64(a)) & mask(arg.Size)
+		case x86asm.Rel:
+			arg.Kind = ArgRel
+			arg.Size = 8
+			arg.Imm = in.Next() + uint64(int64(a))
+		default:
+			return fmt.Sprintf("unexpected operand %T", a)
+		}
+	}
+	return ""
+}
+
+// mem normalises one memory operand.
+func (in *Insn) mem(m *Mem, a x86asm.Mem, p *parsed, code []byte) {
+	if a.Segment == x86asm.FS || a.Segment == x86asm.GS {
+		m.Seg = a.Segment
+	}
+	m.AddrSize = 8
+	if p.addr32 {
+		m.AddrSize = 4
+	}
+	m.Base, m.Index, m.Scale = a.Base, a.Index, a.Scale
+	if m.Index == 0 || m.Scale == 0 {
+		m.Index, m.Scale = 0, 1
+	}
+	m.Disp = a.Disp
+	switch {
+	case p.attr&aMoffs != 0 && p.enc == encLegacy:
+		// A 64-bit address (or a zero-extended 32-bit one with 67).
+		m.Base, m.Index, m.Scale = 0, 0, 1
+		if p.addr32 {
+			m.Disp = int64(binary.LittleEndian.Uint32(code[p.immOff:]))
+		} else {
+			m.Disp = int64(binary.LittleEndian.Uint64(code[p.immOff:]))
+		}
+	case p.hasMem():
+		if p.ripRel() {
+			in.locateRIP(p, code)
+			m.Base, m.Index, m.Scale = 0, 0, 1
+			m.Disp = int64(in.Target)
+			in.fixInstRIP(p, code)
+			return
+		}
+		if p.dispSize == 4 || p.enc != encEVEX {
+			// x86asm zero-extends disp32; the CPU sign-extends it. EVEX
+			// disp8 is scaled by x86asm (disp8*N) and is kept as it is.
+			m.Disp = p.disp(code)
+		}
+	}
+}
+
+// immSize is the byte size of immediate operand i as the CPU extends it.
+func (in *Insn) immSize(i int, p *parsed) uint8 {
+	switch in.Op {
+	case x86asm.ADD, x86asm.OR, x86asm.ADC, x86asm.SBB, x86asm.AND, x86asm.SUB, x86asm.XOR,
+		x86asm.CMP, x86asm.MOV, x86asm.TEST, x86asm.IMUL:
+		if i > 0 && in.Args[0].Size != 0 && in.Args[0].Size <= 8 {
+			return in.Args[0].Size
+		}
+	case x86asm.PUSH:
+		if p.op16 {
+			return 2
+		}
+		return 8
+	case x86asm.RET, x86asm.LRET:
+		return 2
+	case x86asm.ENTER:
+		if i == 0 {
+			return 2
+		}
+		return 1
+	}
+	return 1
+}
+
+// finish fills the fields that do not depend on x86asm's operands' form and
+// chooses the Kind.
+func (in *Insn) finish(p *parsed) {
+	in.Flow = flowOf(in)
+	in.Cond = condOf(p)
+	in.OpSize = opSize(in, p)
+	in.Lock = p.lock || (in.Op == x86asm.XCHG && (in.Args[0].Kind == ArgMem || in.Args[1].Kind == ArgMem))
+	in.Uses = uses(in)
+	if in.Inst.Op == 0 && in.Op == x86asm.NOP {
+		in.Kind, in.Reason = Emulate, ""
+		if ok, why := emulable(in); !ok {
+			in.Kind, in.Reason = OutOfLine, why
+		}
+		return
+	}
+	if in.RIPRel && p.addr32 {
+		in.Kind, in.Reason = Reject, fmt.Sprintf("%s: eip-relative operand (67 prefix with rip-relative addressing)", in.mnemonic())
+		return
+	}
+	if why := rejectReason(in, p); why != "" {
+		in.Kind, in.Reason = Reject, fmt.Sprintf("%s: %s", in.mnemonic(), why)
+		return
+	}
+	if in.Lock {
+		in.Kind, in.Reason = OutOfLine, "locked: another thread may access the memory at the same time, so the CPU must do it atomically"
+		return
+	}
+	if ok, why := emulable(in); ok {
+		in.Kind, in.Reason = Emulate, ""
+		return
+	} else if why != "" {
+		in.Reason = why
+	} else {
+		in.Reason = "not in the emulated set"
+	}
+	in.Kind = OutOfLine
+	switch in.Flow {
+	case FlowJump, FlowCondJump, FlowCall:
+		in.Kind, in.Reason = Reject, fmt.Sprintf("%s: relative branch that is not emulated: a copy would branch relative to the slot", in.mnemonic())
+		return
+	}
+	switch in.Op {
+	case x86asm.SYSCALL:
+		in.Reason = "system call: runs out of line; afterwards rcx holds the slot's next address and must be set to the original next address"
+	}
+}
+
+// mnemonic names the instruction for reasons: its Intel syntax.
+func (in *Insn) mnemonic() string { return in.String() }
+
+// flowOf classifies control flow.
+func flowOf(in *Insn) Flow {
+	rel := in.Args[0].Kind == ArgRel
+	switch in.Op {
+	case x86asm.JMP:
+		if rel {
+			return FlowJump
+		}
+		return FlowIndirectJump
+	case x86asm.CALL:
+		if rel {
+			return FlowCall
+		}
+		return FlowIndirectCall
+	case x86asm.RET:
+		return FlowRet
+	case x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JG, x86asm.JGE, x86asm.JL,
+		x86asm.JLE, x86asm.JNE, x86asm.JNO, x86asm.JNP, x86asm.JNS, x86asm.JO, x86asm.JP, x86asm.JS,
+		x86asm.JCXZ, x86asm.JECXZ, x86asm.JRCXZ, x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE:
+		return FlowCondJump
+	}
+	return FlowNone
+}
+
+// condOf takes the condition code from the opcode of Jcc, CMOVcc and SETcc.
+func condOf(p *parsed) uint8 {
+	if p.enc != encLegacy {
+		return 0
+	}
+	switch {
+	case p.mp == map1 && p.op >= 0x70 && p.op <= 0x7f,
+		p.mp == map0F && (p.op >= 0x80 && p.op <= 0x8f || p.op >= 0x40 && p.op <= 0x4f || p.op >= 0x90 && p.op <= 0x9f):
+		return p.op & 0xf
+	}
+	return 0
+}
+
+// opSize is the operand size of the instruction.
+func opSize(in *Insn, p *parsed) uint8 {
+	a := &in.Args[0]
+	if a.Kind == ArgReg && regSize(a.Reg) != 0 && regSize(a.Reg) <= 8 && isGPR(a.Reg) {
+		return regSize(a.Reg)
+	}
+	switch in.Op {
+	case x86asm.PUSH, x86asm.POP, x86asm.CALL, x86asm.RET, x86asm.JMP, x86asm.LEAVE, x86asm.ENTER,
+		x86asm.PUSHF, x86asm.PUSHFQ, x86asm.POPF, x86asm.POPFQ, x86asm.LRET, x86asm.IRETQ:
+		if p.op16 {
+			return 2
+		}
+		return 8
+	}
+	if a.Kind == ArgMem && (a.Size == 1 || a.Size == 2 || a.Size == 4 || a.Size == 8) {
+		return a.Size
+	}
+	switch {
+	case p.w:
+		return 8
+	case p.op16:
+		return 2
+	}
+	return 4
+}
+
+// mask returns the low size bytes set.
+func mask(size uint8) uint64 {
+	if size >= 8 {
+		return ^uint64(0)
+	}
+	return 1<<(8*uint(size)) - 1
+}
+
+// fixInstRIP makes x86asm's own view of a rip-relative operand right for
+// formatting: its VEX and EVEX paths report no base and no PC-relative field.
+func (in *Insn) fixInstRIP(p *parsed, code []byte) {
+	for i, a := range in.Inst.Args {
+		if m, ok := a.(x86asm.Mem); ok {
+			m.Base = x86asm.RIP
+			if p.addr32 {
+				m.Base = x86asm.EIP
+			}
+			m.Disp = p.disp(code)
+			in.Inst.Args[i] = m
+			in.Inst.PCRel, in.Inst.PCRelOff = 4, p.dispOff
+			return
+		}
+	}
+}
