@@ -13,7 +13,6 @@ package decode
 import (
 	"encoding/binary"
 	"fmt"
-	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
 )
