@@ -1,0 +1,182 @@
+package symtab
+
+import (
+	"debug/dwarf"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// ErrNoDebugInfo is returned for FILE:LINE lookups in a file with neither
+// DWARF line tables nor a Go pclntab.
+var ErrNoDebugInfo = errors.New("no DWARF line information and no Go pclntab")
+
+func (f *File) dwarf() (*dwarf.Data, error) {
+	f.dwOnce.Do(func() {
+		defer func() {
+			if r := recover(); r != nil {
+				f.dwErr = fmt.Errorf("corrupt DWARF: %v", r)
+			}
+		}()
+		f.dw, f.dwErr = f.ef.DWARF()
+	})
+	return f.dw, f.dwErr
+}
+
+// fileMatches reports whether the source path name is what the user meant
+// by file: the same path, or a path ending in "/"+file.
+func fileMatches(name, file string) bool {
+	return name == file || strings.HasSuffix(name, "/"+file)
+}
+
+// LineAddrs returns the addresses where code for file:line begins: with
+// DWARF, every statement boundary where the line table enters that line
+// (a line can start in several places, after inlining or loop rotation);
+// with only a Go pclntab, the lowest address of the line. file matches a
+// source path equal to it or ending in "/"+file.
+func (f *File) LineAddrs(file string, line int) ([]uint64, error) {
+	if line <= 0 {
+		return nil, fmt.Errorf("%s:%d: line numbers start at 1", file, line)
+	}
+	dw, dwErr := f.dwarf()
+	if dwErr == nil && dw != nil {
+		addrs, known, err := dwarfLineAddrs(dw, file, line)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Path, err)
+		}
+		if len(addrs) > 0 {
+			return addrs, nil
+		}
+		if known {
+			return nil, fmt.Errorf("%s: no code at %s:%d (the line has no statement, or it was optimised away)", f.Path, file, line)
+		}
+		if f.goTab == nil {
+			return nil, fmt.Errorf("%s: no source file matching %q in the DWARF line tables", f.Path, file)
+		}
+	}
+	if f.goTab == nil {
+		return nil, fmt.Errorf("%s: %w", f.Path, ErrNoDebugInfo)
+	}
+	var names []string
+	for name := range f.goTab.Files {
+		if fileMatches(name, file) {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s: no source file matching %q in the Go pclntab", f.Path, file)
+	}
+	sort.Strings(names)
+	var addrs []uint64
+	for _, name := range names {
+		if pc, _, err := f.goTab.LineToPC(name, line); err == nil {
+			addrs = append(addrs, pc)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%s: no code at %s:%d in the Go pclntab", f.Path, file, line)
+	}
+	return dedup(addrs), nil
+}
+
+// dwarfLineAddrs scans every compilation unit's line table. known reports
+// whether some unit mentions a matching file at all.
+func dwarfLineAddrs(dw *dwarf.Data, file string, line int) (addrs []uint64, known bool, err error) {
+	r := dw.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil {
+			return nil, false, fmt.Errorf("reading DWARF: %w", err)
+		}
+		if e == nil {
+			break
+		}
+		if e.Tag != dwarf.TagCompileUnit {
+			r.SkipChildren()
+			continue
+		}
+		r.SkipChildren()
+		lr, err := dw.LineReader(e)
+		if err != nil {
+			return nil, false, fmt.Errorf("reading DWARF line table: %w", err)
+		}
+		if lr == nil {
+			continue
+		}
+		mentions := false
+		for _, lf := range lr.Files() {
+			if lf != nil && fileMatches(lf.Name, file) {
+				mentions = true
+				break
+			}
+		}
+		if !mentions {
+			continue
+		}
+		known = true
+		var le dwarf.LineEntry
+		var prevFile *dwarf.LineFile
+		prevLine := -1
+		for {
+			if err := lr.Next(&le); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return nil, known, fmt.Errorf("reading DWARF line table: %w", err)
+			}
+			if le.EndSequence {
+				prevFile, prevLine = nil, -1
+				continue
+			}
+			enters := le.File != prevFile || le.Line != prevLine
+			if le.IsStmt {
+				prevFile, prevLine = le.File, le.Line
+			}
+			if le.Line == line && le.IsStmt && enters && le.File != nil && fileMatches(le.File.Name, file) {
+				addrs = append(addrs, le.Address)
+			}
+		}
+	}
+	return dedup(addrs), known, nil
+}
+
+func dedup(a []uint64) []uint64 {
+	sort.Slice(a, func(i, j int) bool { return a[i] < a[j] })
+	out := a[:0]
+	for i, v := range a {
+		if i == 0 || v != a[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// SourceLine returns the source file and line of the file address addr,
+// from DWARF or else the Go pclntab; ok is false when neither knows it.
+func (f *File) SourceLine(addr uint64) (file string, line int, ok bool) {
+	if f.goTab != nil {
+		if file, line, fn := f.goTab.PCToLine(addr); fn != nil && line > 0 {
+			return file, line, true
+		}
+	}
+	dw, err := f.dwarf()
+	if err != nil || dw == nil {
+		return "", 0, false
+	}
+	r := dw.Reader()
+	cu, err := r.SeekPC(addr)
+	if err != nil || cu == nil {
+		return "", 0, false
+	}
+	lr, err := dw.LineReader(cu)
+	if err != nil || lr == nil {
+		return "", 0, false
+	}
+	var le dwarf.LineEntry
+	if err := lr.SeekPC(addr, &le); err != nil || le.File == nil {
+		return "", 0, false
+	}
+	return le.File.Name, le.Line, true
+}

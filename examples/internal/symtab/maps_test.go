@@ -1,0 +1,204 @@
+package symtab
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseMaps(t *testing.T) {
+	text := `55d0c0a00000-55d0c0a01000 r--p 00000000 fd:01 1234                       /tmp/dir with space/prog
+55d0c0a01000-55d0c0a02000 r-xp 00001000 fd:01 1234                       /tmp/dir with space/prog
+7f0000000000-7f0000021000 rw-p 00000000 00:00 0
+7f1000000000-7f1000001000 r-xp 00002000 08:02 99                         /usr/lib/libgone.so.1 (deleted)
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+`
+	maps, err := ParseMaps(strings.NewReader(text))
+	require.NoError(t, err)
+	require.Len(t, maps, 5)
+	assert.Equal(t, Mapping{Start: 0x55d0c0a01000, End: 0x55d0c0a02000, Perms: "r-xp", Offset: 0x1000, Dev: "fd:01", Inode: 1234, Path: "/tmp/dir with space/prog"}, maps[1])
+	assert.True(t, maps[1].Exec())
+	assert.False(t, maps[0].Exec())
+	assert.Equal(t, "", maps[2].Path)
+	assert.Equal(t, "/usr/lib/libgone.so.1", maps[3].Path)
+	assert.True(t, maps[3].Deleted)
+	assert.Equal(t, "[stack]", maps[4].Path)
+	assert.Equal(t, []string{"/usr/lib/libgone.so.1"}, Libraries(maps, "libgone"))
+
+	for _, bad := range []string{
+		"zz-10 r-xp 0 fd:01 1 /x",
+		"10-5 r-xp 0 fd:01 1 /x",
+		"10-20 r-x 0 fd:01 1 /x",
+		"10-20 r-xp 0 fd:01 inode /x",
+	} {
+		_, err := ParseMaps(strings.NewReader(bad + "\n"))
+		assert.Error(t, err, bad)
+	}
+}
+
+func TestMatchLib(t *testing.T) {
+	cases := []struct {
+		lib, path string
+		want      bool
+	}{
+		{"libc", "/usr/lib/x86_64-linux-gnu/libc.so.6", true},
+		{"libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", true},
+		{"libc", "/usr/lib/libc-2.31.so", true},
+		{"libc", "/usr/lib/x86_64-linux-gnu/libcap.so.2", false},
+		{"libc", "/usr/lib/x86_64-linux-gnu/libcrypt.so.1", false},
+		{"/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", true},
+		{"/lib/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", false},
+		{"", "/usr/lib/libc.so.6", false},
+	}
+	for _, c := range cases {
+		assert.Equal(t, c.want, MatchLib(c.lib, c.path), "%s vs %s", c.lib, c.path)
+	}
+}
+
+// TestLoadBias runs the PIE test program, finds it and libc in its maps,
+// and checks that file address + bias holds the same bytes in the process
+// as the function body in the file.
+func TestLoadBias(t *testing.T) {
+	prog := cProg(t)
+	cmd := exec.Command(prog, "block")
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+	}()
+	pid := cmd.Process.Pid
+
+	// The loader maps libc before main runs; wait until it is there.
+	var maps []Mapping
+	for i := 0; i < 200; i++ {
+		maps, err = ReadMaps(pid)
+		require.NoError(t, err)
+		if len(Libraries(maps, "libc")) > 0 {
+			break
+		}
+		sleepMs(5)
+	}
+	libs := Libraries(maps, "libc")
+	require.Len(t, libs, 1)
+
+	mem, err := os.Open("/proc/" + strconv.Itoa(pid) + "/mem")
+	require.NoError(t, err)
+	defer mem.Close()
+
+	check := func(path, name string) {
+		f := open(t, path)
+		bias, err := f.LoadBias(maps)
+		require.NoError(t, err, path)
+		assert.NotZero(t, bias, "%s is position-independent", path)
+		assert.Zero(t, bias&0xfff, "a bias is page aligned")
+		fn := one(t, f, name)
+		want, err := f.Body(fn)
+		require.NoError(t, err)
+		got := make([]byte, len(want))
+		_, err = mem.ReadAt(got, int64(fn.Addr+bias))
+		require.NoError(t, err)
+		assert.Equal(t, want, got, "%s in %s at %#x+%#x", name, path, fn.Addr, bias)
+	}
+	check(prog, "add")
+	check(libs[0], "malloc")
+
+	// A file the process has not mapped has no bias.
+	_, stripped := goProgs(t)
+	other := open(t, stripped)
+	_, err = other.LoadBias(maps)
+	if other.PIE() {
+		assert.ErrorContains(t, err, "not mapped")
+	} else {
+		assert.NoError(t, err, "a fixed-address executable needs no bias")
+	}
+}
+
+func TestParseSpec(t *testing.T) {
+	cases := []struct {
+		in   string
+		want Spec
+		err  string
+	}{
+		{in: "malloc", want: Spec{Func: "malloc"}},
+		{in: "main.(*T).M", want: Spec{Func: "main.(*T).M", Glob: true}},
+		{in: "foo+16", want: Spec{Func: "foo", Offset: 16}},
+		{in: "foo+0x1f", want: Spec{Func: "foo", Offset: 0x1f}},
+		{in: "0x401000", want: Spec{Addr: 0x401000, HasAddr: true}},
+		{in: "main.c:42", want: Spec{File: "main.c", Line: 42}},
+		{in: "src/net/http/server.go:100", want: Spec{File: "src/net/http/server.go", Line: 100}},
+		{in: "libfoo.so:foo.c:7", want: Spec{Lib: "libfoo.so", File: "foo.c", Line: 7}},
+		{in: "http.*", want: Spec{Func: "http.*", Glob: true}},
+		{in: "libc:malloc", want: Spec{Lib: "libc", Func: "malloc"}},
+		{in: "libc.so.6:malloc%return", want: Spec{Lib: "libc.so.6", Func: "malloc", Return: true}},
+		{in: "/usr/lib/libz.so.1:inflate+4", want: Spec{Lib: "/usr/lib/libz.so.1", Func: "inflate", Offset: 4}},
+		{in: "libc:0x1000", want: Spec{Lib: "libc", Addr: 0x1000, HasAddr: true}},
+		{in: "type:.eq.main.T", want: Spec{Func: "type:.eq.main.T"}},
+		{in: "foo%return", want: Spec{Func: "foo", Return: true}},
+		{in: "foo arg1 rsi n=arg3 E=EDX", want: Spec{Func: "foo", Args: []ArgSpec{
+			{Label: "arg1", N: 1}, {Label: "rsi", Reg: gprByName["rsi"]}, {Label: "n", N: 3}, {Label: "E", Reg: gprByName["edx"]}}}},
+		{in: "", err: "empty"},
+		{in: "foo%entry", err: "unknown suffix"},
+		{in: "foo+bar", err: "bad offset"},
+		{in: "foo+0x10%return", err: "do not combine"},
+		{in: "0x10%return", err: "not to an address"},
+		{in: "main.c:10%return", err: "not to FILE:LINE"},
+		{in: "main.c:0", err: "line number >= 1"},
+		{in: "0xzz", err: "bad address"},
+		{in: "foo arg0", err: "from arg1"},
+		{in: "foo xmm0", err: "not a general register"},
+		{in: "foo =rdi", err: "bad argument"},
+		{in: "foo[ab", err: "unterminated"},
+		{in: ":foo", err: "empty library"},
+	}
+	for _, c := range cases {
+		t.Run(c.in, func(t *testing.T) {
+			sp, err := ParseSpec(c.in)
+			if c.err != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), c.err)
+				return
+			}
+			require.NoError(t, err)
+			c.want.Raw = c.in
+			assert.Equal(t, &c.want, sp)
+		})
+	}
+}
+
+func TestGlob(t *testing.T) {
+	cases := []struct {
+		pat, name string
+		want      bool
+	}{
+		{"http.*", "http.Get", true},
+		{"*", "net/http.Get", true}, // '*' crosses '/'
+		{"net/*.Get", "net/http.Get", true},
+		{"a?c", "abc", true},
+		{"a?c", "ac", false},
+		{"[a-c]x", "bx", true},
+		{"[!a-c]x", "bx", false},
+		{"[^a-c]x", "dx", true},
+		{"*cmp", "strncmp", true},
+		{"*cmp", "strncmpx", false},
+		{`a\*`, "a*", true},
+		{`a\*`, "ab", false},
+		{"[]]", "]", true},
+	}
+	for _, c := range cases {
+		got, err := globMatch(c.pat, c.name)
+		require.NoError(t, err, c.pat)
+		assert.Equal(t, c.want, got, "%q ~ %q", c.pat, c.name)
+	}
+	assert.True(t, globName("http.*", "net/http.Get"), "a pattern without '/' also tries the name after the package path")
+	assert.False(t, globName("net/x*", "net/http.Get"))
+}
+
+func sleepMs(n int) { time.Sleep(time.Duration(n) * time.Millisecond) }

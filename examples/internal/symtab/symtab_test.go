@@ -1,0 +1,470 @@
+package symtab
+
+import (
+	"bytes"
+	"debug/elf"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// cMain is compiled with `cc -g -O0`. Line numbers matter: the tests look
+// for lines by the markers in comments.
+const cMain = `#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+int helper_a(int);
+int helper_b(int);
+
+__attribute__((noinline)) int add(int a, int b)
+{
+	return a + b; /* LINE_ADD */
+}
+
+/* Hand-written bodies with exactly known bytes and returns:
+   two_rets: 85 ff | 74 06 | b8 01 00 00 00 | c3 | 31 c0 | f3 c3 | f2 c3 | c2 00 00
+   no_ret:   31 c0 | e9 rel32 (a tail call to add) */
+__asm__(
+	".text\n"
+	".globl two_rets\n"
+	".type two_rets,@function\n"
+	"two_rets:\n"
+	"	test %edi,%edi\n"
+	"	.byte 0x74, 0x06\n"
+	"	mov $1,%eax\n"
+	"	ret\n"
+	"	xor %eax,%eax\n"
+	"	.byte 0xf3, 0xc3\n"
+	"	.byte 0xf2, 0xc3\n"
+	"	ret $0\n"
+	".size two_rets, .-two_rets\n"
+	".globl no_ret\n"
+	".type no_ret,@function\n"
+	"no_ret:\n"
+	"	xor %eax,%eax\n"
+	"	jmp add\n"
+	".size no_ret, .-no_ret\n"
+	".globl bad_body\n"
+	".type bad_body,@function\n"
+	"bad_body:\n"
+	"	nop\n"
+	"	.byte 0x0f, 0x0b, 0x48\n"
+	".size bad_body, .-bad_body\n"
+);
+
+int main(int argc, char **argv)
+{
+	int s = add(argc, 2) + helper_a(argc) + helper_b(argc);
+	if (argc > 1) {
+		char buf[1];
+		/* Block until the test closes our stdin, so it can read our maps. */
+		while (read(0, buf, 1) > 0) {
+		}
+	}
+	printf("%d\n", s);
+	return 0;
+}
+`
+
+// Two units each with a static function named "helper": an ambiguous name.
+const cHelperA = `__attribute__((noinline)) static int helper(int x) { return x * 3; }
+int helper_a(int x) { return helper(x) + 1; }
+`
+
+const cHelperB = `__attribute__((noinline)) static int helper(int x) { return x * 5; }
+int helper_b(int x) { return helper(x) + 2; }
+`
+
+const goMain = `package main
+
+import (
+	"fmt"
+	"os"
+)
+
+type T struct{ n int }
+
+//go:noinline
+func (t *T) M(x int) int { return t.n + x }
+
+//go:noinline
+func hot(a, b int) int {
+	return a*b + 1 // LINE_HOT
+}
+
+func main() {
+	t := &T{n: len(os.Args)}
+	fmt.Println(hot(t.M(1), 2))
+}
+`
+
+func lineOf(t *testing.T, src, marker string) int {
+	for i, l := range strings.Split(src, "\n") {
+		if strings.Contains(l, marker) {
+			return i + 1
+		}
+	}
+	t.Fatalf("marker %s not in source", marker)
+	return 0
+}
+
+func run(t *testing.T, dir string, env []string, name string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s %v: %s", name, args, out)
+}
+
+var (
+	cOnce   sync.Once
+	cDir    string
+	cErr    error
+	goOnce  sync.Once
+	goDir   string
+	goErr   error
+	tmpRoot string
+)
+
+func TestMain(m *testing.M) {
+	d, err := os.MkdirTemp("", "symtab-test-")
+	if err != nil {
+		panic(err)
+	}
+	tmpRoot = d
+	code := m.Run()
+	os.RemoveAll(d)
+	os.Exit(code)
+}
+
+// cProg builds the C test program once (PIE, -g -O0) and returns its path.
+func cProg(t *testing.T) string {
+	t.Helper()
+	cOnce.Do(func() {
+		cDir = filepath.Join(tmpRoot, "c")
+		if cErr = os.MkdirAll(cDir, 0o755); cErr != nil {
+			return
+		}
+		for name, src := range map[string]string{"prog.c": cMain, "helper_a.c": cHelperA, "helper_b.c": cHelperB} {
+			if cErr = os.WriteFile(filepath.Join(cDir, name), []byte(src), 0o644); cErr != nil {
+				return
+			}
+		}
+		cmd := exec.Command("cc", "-g", "-O0", "-fPIE", "-pie", "-o", "prog", "prog.c", "helper_a.c", "helper_b.c")
+		cmd.Dir = cDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			cErr = errors.New(string(out))
+		}
+	})
+	require.NoError(t, cErr, "building the C program")
+	return filepath.Join(cDir, "prog")
+}
+
+// goProgs builds the Go test program twice: with symbols and DWARF, and
+// stripped (-s -w).
+func goProgs(t *testing.T) (full, stripped string) {
+	t.Helper()
+	goOnce.Do(func() {
+		goDir = filepath.Join(tmpRoot, "go")
+		if goErr = os.MkdirAll(goDir, 0o755); goErr != nil {
+			return
+		}
+		files := map[string]string{"main.go": goMain, "go.mod": "module example.com/prog\n\ngo 1.22\n"}
+		for name, src := range files {
+			if goErr = os.WriteFile(filepath.Join(goDir, name), []byte(src), 0o644); goErr != nil {
+				return
+			}
+		}
+		for _, args := range [][]string{
+			{"build", "-o", "full", "."},
+			{"build", "-ldflags=-s -w", "-o", "stripped", "."},
+		} {
+			cmd := exec.Command("go", args...)
+			cmd.Dir = goDir
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				goErr = errors.New(string(out))
+				return
+			}
+		}
+	})
+	require.NoError(t, goErr, "building the Go program")
+	return filepath.Join(goDir, "full"), filepath.Join(goDir, "stripped")
+}
+
+func open(t *testing.T, path string) *File {
+	t.Helper()
+	f, err := Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func one(t *testing.T, f *File, name string) *Func {
+	t.Helper()
+	fns := f.Lookup(name)
+	require.Len(t, fns, 1, "functions named %s", name)
+	return fns[0]
+}
+
+func TestCFunctions(t *testing.T) {
+	f := open(t, cProg(t))
+	assert.True(t, f.PIE())
+	assert.False(t, f.IsGo)
+
+	tr := one(t, f, "two_rets")
+	// test(2) jz(2) mov(5) ret(1) xor(2) rep ret(2) bnd ret(2) ret $0(3).
+	assert.Equal(t, uint64(19), tr.Size)
+	body, err := f.Body(tr)
+	require.NoError(t, err)
+	assert.Equal(t, []byte{0x85, 0xff, 0x74, 0x06, 0xb8, 0x01, 0, 0, 0, 0xc3, 0x31, 0xc0, 0xf3, 0xc3, 0xf2, 0xc3, 0xc2, 0, 0}, body[:19])
+
+	// The file offset really holds the body.
+	raw, err := os.ReadFile(f.Path)
+	require.NoError(t, err)
+	assert.Equal(t, body, raw[tr.Offset:tr.Offset+tr.Size])
+
+	add := one(t, f, "add")
+	assert.False(t, add.Go)
+	assert.Same(t, add, f.FuncAt(add.Addr))
+	assert.Same(t, add, f.FuncAt(add.End()-1))
+	assert.NotSame(t, add, f.FuncAt(add.End()))
+
+	// Static functions of the same name in two units are two functions.
+	assert.Len(t, f.Lookup("helper"), 2)
+
+	// Sorted and one per address.
+	for i := 1; i < len(f.Funcs); i++ {
+		assert.Less(t, f.Funcs[i-1].Addr, f.Funcs[i].Addr)
+	}
+}
+
+func TestCLines(t *testing.T) {
+	f := open(t, cProg(t))
+	line := lineOf(t, cMain, "LINE_ADD")
+	addrs, err := f.LineAddrs("prog.c", line)
+	require.NoError(t, err)
+	require.NotEmpty(t, addrs)
+	add := one(t, f, "add")
+	for _, a := range addrs {
+		assert.True(t, add.Contains(a), "%#x in add [%#x,%#x)", a, add.Addr, add.End())
+		file, l, ok := f.SourceLine(a)
+		require.True(t, ok)
+		assert.Equal(t, line, l)
+		assert.True(t, strings.HasSuffix(file, "/prog.c"), file)
+	}
+	// A full path suffix matches too; an unknown file or a blank line does not.
+	_, err = f.LineAddrs(filepath.Join(filepath.Base(filepath.Dir(f.Path)), "prog.c"), line)
+	assert.NoError(t, err)
+	_, err = f.LineAddrs("nosuch.c", line)
+	assert.ErrorContains(t, err, "no source file matching")
+	_, err = f.LineAddrs("prog.c", 2) // an #include line has no code
+	assert.ErrorContains(t, err, "no code at prog.c:2")
+
+	sp, err := ParseSpec("prog.c:" + strconv.Itoa(line))
+	require.NoError(t, err)
+	sites, err := f.Resolve(sp)
+	require.NoError(t, err)
+	require.NotEmpty(t, sites)
+	assert.Equal(t, "add", sites[0].Func)
+	assert.NotZero(t, sites[0].Offset, "the line's code comes after add's prologue")
+}
+
+func TestGoFunctions(t *testing.T) {
+	full, stripped := goProgs(t)
+	ff := open(t, full)
+	fs := open(t, stripped)
+	assert.True(t, ff.IsGo)
+	assert.True(t, fs.IsGo, "the stripped binary's pclntab is found")
+
+	_, err := fs.ELF().Symbols()
+	require.ErrorIs(t, err, elf.ErrNoSymbols, "the stripped binary has no .symtab")
+
+	for _, name := range []string{"main.hot", "main.(*T).M", "main.main", "runtime.mallocgc"} {
+		a := one(t, ff, name)
+		b := one(t, fs, name)
+		assert.True(t, a.Go, name)
+		assert.True(t, b.Go, name)
+		assert.Equal(t, a.Addr, b.Addr, name)
+		// .symtab sizes stop at the last instruction; the pclntab's run to
+		// the next function, over the int3 padding.
+		assert.LessOrEqual(t, a.Size, b.Size, name)
+		assert.Less(t, b.Size-a.Size, uint64(32), name)
+		ba, err := ff.Body(a)
+		require.NoError(t, err)
+		bb, err := fs.Body(b)
+		require.NoError(t, err)
+		assert.Equal(t, ba[:4], bb[:4], name)
+		for _, c := range bb[a.Size:] {
+			assert.Equal(t, byte(0xcc), c, "%s: padding", name)
+		}
+	}
+	// The Go entry is the stack-bound check cmp rsp,[r14+0x10] (49 3b 66 10)
+	// for a function that may grow its stack.
+	body, err := fs.Body(one(t, fs, "main.main"))
+	require.NoError(t, err)
+	assert.True(t, bytes.HasPrefix(body, []byte{0x49, 0x3b, 0x66, 0x10}), "% x", body[:8])
+}
+
+func TestGoLines(t *testing.T) {
+	full, stripped := goProgs(t)
+	line := lineOf(t, goMain, "LINE_HOT")
+	for _, path := range []string{full, stripped} {
+		f := open(t, path)
+		addrs, err := f.LineAddrs("main.go", line)
+		require.NoError(t, err, path)
+		require.NotEmpty(t, addrs)
+		hot := one(t, f, "main.hot")
+		for _, a := range addrs {
+			assert.True(t, hot.Contains(a), "%s: %#x in main.hot", path, a)
+			_, l, ok := f.SourceLine(a)
+			assert.True(t, ok)
+			assert.Equal(t, line, l)
+		}
+	}
+}
+
+func TestLibc(t *testing.T) {
+	f := open(t, "/lib/x86_64-linux-gnu/libc.so.6")
+	assert.True(t, f.PIE())
+	assert.False(t, f.IsGo)
+	m := one(t, f, "malloc")
+	assert.Equal(t, "malloc", m.Name, "malloc is preferred over its aliases")
+	assert.Greater(t, m.Size, uint64(16))
+	assert.Greater(t, len(f.Funcs), 1000)
+
+	sp, err := ParseSpec("libc:malloc arg1 size=rdi")
+	require.NoError(t, err)
+	assert.Equal(t, "libc", sp.Lib)
+	assert.True(t, MatchLib(sp.Lib, f.Path))
+	sites, err := f.Resolve(sp)
+	require.NoError(t, err)
+	require.Len(t, sites, 1)
+	assert.Equal(t, m.Addr, sites[0].Addr)
+	assert.Equal(t, []Arg{{Label: "arg1", Reg: x86asm.RDI}, {Label: "size", Reg: x86asm.RDI}}, sites[0].Args)
+
+	// Globs select many.
+	sp, err = ParseSpec("str*cmp")
+	require.NoError(t, err)
+	sites, err = f.Resolve(sp)
+	require.NoError(t, err)
+	names := map[string]bool{}
+	for _, s := range sites {
+		names[s.Func] = true
+	}
+	assert.True(t, names["strcmp"] || names["strncmp"], "%v", names)
+}
+
+func TestResolveC(t *testing.T) {
+	f := open(t, cProg(t))
+	tr := one(t, f, "two_rets")
+	add := one(t, f, "add")
+	cases := []struct {
+		spec  string
+		addrs []uint64
+		err   string
+	}{
+		{spec: "two_rets", addrs: []uint64{tr.Addr}},
+		{spec: "two_rets+2", addrs: []uint64{tr.Addr + 2}},                                                // jz after test (85 ff)
+		{spec: "two_rets+0x9", addrs: []uint64{tr.Addr + 9}},                                              // the first ret (c3)
+		{spec: "two_rets+1", err: "not an instruction boundary"},                                          // inside 85 ff
+		{spec: "two_rets+5", err: "not an instruction boundary"},                                          // inside b8 01 00 00 00
+		{spec: "two_rets+19", err: "past the end"},                                                        // size is 19
+		{spec: "two_rets%return", addrs: []uint64{tr.Addr + 9, tr.Addr + 12, tr.Addr + 14, tr.Addr + 16}}, // c3, f3 c3, f2 c3, c2 00 00
+		{spec: "no_ret%return", err: "no RET instruction"},
+		{spec: "bad_body%return", err: "cannot decode bad_body+0x3"}, // 0f 0b is ud2, then a lone REX.W
+		{spec: "helper", err: "ambiguous"},
+		{spec: "nosuch", err: "no function matches"},
+		{spec: "two_r?ts", addrs: []uint64{tr.Addr}},
+		{spec: "[at][dw]*", addrs: sortU(add.Addr, tr.Addr)},
+		{spec: "0x" + strconv.FormatUint(add.Addr+1, 16), addrs: []uint64{add.Addr + 1}}, // push rbp is 1 byte
+		{spec: "0x" + strconv.FormatUint(tr.Addr+3, 16), err: "not an instruction boundary"},
+		{spec: "0x1", err: "not in an executable segment"},
+	}
+	for _, c := range cases {
+		t.Run(c.spec, func(t *testing.T) {
+			sp, err := ParseSpec(c.spec)
+			require.NoError(t, err)
+			sites, err := f.Resolve(sp)
+			if c.err != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), c.err)
+				return
+			}
+			require.NoError(t, err)
+			var got []uint64
+			for _, s := range sites {
+				got = append(got, s.Addr)
+			}
+			assert.Equal(t, c.addrs, got)
+		})
+	}
+}
+
+func sortU(a ...uint64) []uint64 { return dedup(a) }
+
+func TestResolveGo(t *testing.T) {
+	_, stripped := goProgs(t)
+	f := open(t, stripped)
+	sp, err := ParseSpec("main.hot arg1 arg2 r=rbx")
+	require.NoError(t, err)
+	sites, err := f.Resolve(sp)
+	require.NoError(t, err)
+	require.Len(t, sites, 1)
+	assert.True(t, sites[0].Go)
+	assert.Equal(t, []Arg{{"arg1", x86asm.RAX}, {"arg2", x86asm.RBX}, {"r", x86asm.RBX}}, sites[0].Args)
+
+	// The exact Go method name wins although it contains '*'.
+	sp, err = ParseSpec("main.(*T).M")
+	require.NoError(t, err)
+	sites, err = f.Resolve(sp)
+	require.NoError(t, err)
+	require.Len(t, sites, 1)
+	assert.Equal(t, "main.(*T).M", sites[0].Func)
+
+	// Exits of a Go function: every RET, and each is a c3 in the body.
+	sp, err = ParseSpec("main.hot%return")
+	require.NoError(t, err)
+	sites, err = f.Resolve(sp)
+	require.NoError(t, err)
+	require.NotEmpty(t, sites)
+	hot := one(t, f, "main.hot")
+	body, err := f.Body(hot)
+	require.NoError(t, err)
+	for _, s := range sites {
+		assert.True(t, s.Return)
+		assert.Equal(t, byte(0xc3), body[s.Offset])
+	}
+
+	// A glob with a package path matches the name after the last '/'.
+	sp, err = ParseSpec("fmt.Fprint*")
+	require.NoError(t, err)
+	sites, err = f.Resolve(sp)
+	require.NoError(t, err)
+	assert.NotEmpty(t, sites)
+
+	sp, err = ParseSpec("main.hot arg10")
+	require.NoError(t, err)
+	_, err = f.Resolve(sp)
+	assert.ErrorContains(t, err, "passes only 9 integer arguments")
+}
+
+func TestNotELF(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x")
+	require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\necho\n"), 0o755))
+	_, err := Open(p)
+	assert.ErrorIs(t, err, ErrNotELF)
+	_, err = Open("/nonexistent/file")
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
