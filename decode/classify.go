@@ -140,6 +140,15 @@ func uses(in *Insn) uint16 {
 			bit(a.Mem.Index)
 		}
 	}
+	for _, a := range in.Inst.Args[min(len(in.Args), len(in.Inst.Args)):] {
+		switch a := a.(type) {
+		case x86asm.Reg:
+			bit(a)
+		case x86asm.Mem:
+			bit(a.Base)
+			bit(a.Index)
+		}
+	}
 	return u
 }
 

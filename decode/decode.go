@@ -78,6 +78,13 @@ func Decode(code []byte, pc uint64) (*Insn, error) {
 	if xerr != nil || inst.Op == 0 || inst.Len == 0 {
 		return in.fallback(&p, code, fail)
 	}
+	if inst.Len != p.n && p.enc == encVEX && p.mp == map0F && p.op == 0x77 && p.modrmOff < 0 {
+		// x86asm reads a ModRM byte after VZEROUPPER and VZEROALL, which
+		// have none (objdump and the CPU agree): its length is one or
+		// more bytes too long. The tables' length is the right one.
+		inst.Len = p.n
+		inst.Args = x86asm.Args{}
+	}
 	if inst.Len != p.n {
 		return fail(fmt.Sprintf("x86asm measures %d bytes (%v) but the opcode tables measure %d", inst.Len, inst.Op, p.n), false)
 	}
@@ -196,6 +203,12 @@ func (in *Insn) operands(p *parsed, code []byte) string {
 	inst := &in.Inst
 	for i, a := range inst.Args {
 		if a == nil {
+			break
+		}
+		if i >= len(in.Args) {
+			// Only AVX-512 forms have more operands (a mask and four
+			// vectors); they are never emulated, and uses() reads the
+			// rest from Inst.
 			break
 		}
 		arg := &in.Args[i]
