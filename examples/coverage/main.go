@@ -62,6 +62,7 @@ func (c Class) String() string { return classNames[c] }
 type Shape struct {
 	Shape  string `json:"shape"`
 	Count  int    `json:"count"`
+	Files  int    `json:"files"`  // how many files have the form
 	Bytes  string `json:"bytes"`  // hex of one example
 	Text   string `json:"text"`   // its Intel syntax
 	Where  string `json:"where"`  // file:function+offset of the example
@@ -140,6 +141,8 @@ type Report struct {
 	Files    []*FileResult      `json:"files"`
 	Skipped  int                `json:"skipped"` // not ELF, or not x86-64
 	Total    Counts             `json:"total"`
+	C        Counts             `json:"c"`  // files without a Go pclntab
+	Go       Counts             `json:"go"` // Go binaries
 	Pct      float64            `json:"emulate_pct"`
 	Top      map[string][]Shape `json:"top"`
 	Failures []Failure          `json:"failures"`
@@ -195,6 +198,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, r := range results {
 		rep.Total.merge(&r.Counts)
+		if r.Go {
+			rep.Go.merge(&r.Counts)
+		} else {
+			rep.C.merge(&r.Counts)
+		}
 		rep.Failures = append(rep.Failures, r.Failures...)
 		for k := range r.shapes {
 			for key, s := range r.shapes[k] {
@@ -206,6 +214,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 					total[k][key] = t
 				}
 				t.Count += s.Count
+				t.Files++
 			}
 		}
 		r.Top = topOf(r.shapes, 5)
@@ -291,7 +300,7 @@ func printText(w io.Writer, rep *Report, perFile bool) {
 		n := []int{t.Emulate, t.OutOfLine, t.Rejected}[k]
 		fmt.Fprintf(w, "\n%s: %d (%.2f%%)\n", k, n, pct(n, t.Entries))
 		for _, s := range rep.Top[k.String()] {
-			fmt.Fprintf(w, "  %8d %6.2f%%  %-34s %-30s %-40s", s.Count, pct(s.Count, t.Entries), s.Shape, "["+s.Bytes+"]", s.Text)
+			fmt.Fprintf(w, "  %8d %6.2f%% %5d files  %-34s %-30s %-40s", s.Count, pct(s.Count, t.Entries), s.Files, s.Shape, "["+s.Bytes+"]", s.Text)
 			if k != Emulate && s.Reason != "" {
 				fmt.Fprintf(w, "  -- %s", s.Reason)
 			}
@@ -302,6 +311,7 @@ func printText(w io.Writer, rep *Report, perFile bool) {
 	for _, f := range rep.Failures {
 		fmt.Fprintf(w, "  %s %#x %s [%s]: %s\n", f.File, f.Addr, f.Func, f.Bytes, f.Why)
 	}
+	fmt.Fprintf(w, "\nC and other files: %s\nGo binaries:        %s\n", rep.C.Line(), rep.Go.Line())
 	fmt.Fprintln(w, t.Line())
 }
 

@@ -468,3 +468,57 @@ func TestNotELF(t *testing.T) {
 	_, err = Open("/nonexistent/file")
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
+
+const goCgo = `package main
+
+/*
+int twice(int x) { return 2 * x; }
+*/
+import "C"
+import "fmt"
+
+//go:noinline
+func hot(a int) int { return a + 1 }
+
+func main() { fmt.Println(hot(int(C.twice(2)))) }
+`
+
+// TestGoStrippedExternal checks stripped Go binaries whose text does not
+// start at runtime.text (external linking puts C start-up code first): the
+// pclntab's code addresses are relative to runtime.text, found through the
+// runtime's moduledata, directly (fixed-address) or through its dynamic
+// relocations (PIE). Each stripped build must agree with its unstripped twin.
+func TestGoStrippedExternal(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "main.go"), []byte(goCgo), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/cgo\n\ngo 1.22\n"), 0o644))
+	env := []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}
+	for _, mode := range []struct{ name, buildmode, ld string }{
+		{"external", "exe", "-linkmode=external"},
+		{"pie", "pie", ""},
+	} {
+		full := filepath.Join(dir, mode.name+"-full")
+		stripped := filepath.Join(dir, mode.name+"-stripped")
+		run(t, dir, env, "go", "build", "-buildmode="+mode.buildmode, "-ldflags="+mode.ld, "-o", full, ".")
+		run(t, dir, env, "go", "build", "-buildmode="+mode.buildmode, "-ldflags=-s -w "+mode.ld, "-o", stripped, ".")
+		ff, fs := open(t, full), open(t, stripped)
+		text := fs.ELF().Section(".text")
+		require.NotNil(t, text)
+		syms, err := ff.ELF().Symbols()
+		require.NoError(t, err)
+		for _, s := range syms {
+			if s.Name == "runtime.text" {
+				assert.NotEqual(t, text.Addr, s.Value, "%s: runtime.text is not the start of .text", mode.name)
+			}
+		}
+		for _, name := range []string{"main.hot", "main.main", "runtime.mallocgc"} {
+			a, b := one(t, ff, name), one(t, fs, name)
+			assert.Equal(t, a.Addr, b.Addr, "%s: %s", mode.name, name)
+			assert.True(t, b.Go)
+		}
+		assert.Len(t, fs.Lookup("twice"), 0, "a stripped binary's C functions are gone")
+		if assert.Len(t, ff.Lookup("twice"), 1, "the unstripped binary keeps its C functions") {
+			assert.False(t, ff.Lookup("twice")[0].Go, "a C function follows the System V ABI")
+		}
+	}
+}
