@@ -170,3 +170,27 @@ func TestOracleLength(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkOracleRun(b *testing.B) {
+	o := oracle(b)
+	code := []byte{0x48, 0x01, 0x18} // add [rax], rbx
+	st := baseState(len(code))
+	st.Regs.GPR[regs.RAX] = DataAddr + 64
+	var out Outcome
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := o.Run(code, st, &out); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkOracleLength(b *testing.B) {
+	o := oracle(b)
+	code := []byte{0x48, 0x01, 0x18} // add [rax], rbx
+	for i := 0; i < b.N; i++ {
+		if _, err := o.Length(code); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

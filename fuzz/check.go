@@ -1,0 +1,214 @@
+package fuzz
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/emu"
+	"github.com/onetrap/onetrap/memio"
+	"github.com/onetrap/onetrap/regs"
+	"golang.org/x/sys/unix"
+)
+
+// Mismatch is a case on which the emulator and the CPU disagree, with
+// everything needed to replay it.
+type Mismatch struct {
+	Form  string // the template, when the case came from one
+	Code  []byte
+	Text  string // the decoder's reading of Code
+	Start State
+	CPU   Outcome
+	Emu   regs.Regs
+	// EmuMem is the emulator's read-write pages afterwards.
+	EmuMem [rwSize]byte
+	EmuErr error
+	Why    []string
+}
+
+// Checker runs cases on the CPU (through an Oracle) and through emu.Step and
+// compares them.
+type Checker struct {
+	O   *Oracle
+	mem *memio.Pages
+	out Outcome
+	buf [rwSize]byte
+	r   regs.Regs
+}
+
+// NewChecker returns a Checker over o.
+func NewChecker(o *Oracle) (*Checker, error) {
+	m := memio.NewPages()
+	if err := m.Map(CodePage, PageSize, memio.ProtRead); err != nil {
+		return nil, err
+	}
+	if err := m.Map(DataAddr, rwSize, memio.ProtRW); err != nil {
+		return nil, err
+	}
+	if err := m.Map(ROAddr, PageSize, memio.ProtRead); err != nil {
+		return nil, err
+	}
+	return &Checker{O: o, mem: m}, nil
+}
+
+// Check runs in (decoded from its bytes at st.Regs.RIP, Kind Emulate) from st
+// on the CPU and through emu.Step, and returns the disagreement, or nil. The
+// error is the oracle's own failure.
+func (c *Checker) Check(in *decode.Insn, st *State) (*Mismatch, error) {
+	code := in.Code()
+	out := &c.out
+	if err := c.O.Run(code, st, out); err != nil {
+		return nil, err
+	}
+	// The emulator sees the same memory: the window and the code page.
+	if err := c.mem.Poke(WindowAddr, st.Mem[:]); err != nil {
+		return nil, err
+	}
+	if err := c.mem.Poke(CodePage, c.O.code[:]); err != nil {
+		return nil, err
+	}
+	c.r = st.Regs
+	emuErr := safeStep(in, &c.r, c.mem)
+	if err := c.mem.Peek(DataAddr, c.buf[:]); err != nil {
+		return nil, err
+	}
+	why := c.compare(in, st, out, emuErr)
+	if len(why) == 0 {
+		return nil, nil
+	}
+	m := &Mismatch{Code: append([]byte(nil), code...), Text: insnText(in), Start: *st, CPU: *out,
+		Emu: c.r, EmuMem: c.buf, EmuErr: emuErr, Why: why}
+	return m, nil
+}
+
+func insnText(in *decode.Insn) string {
+	if in.Inst.Op == 0 {
+		return in.Op.String()
+	}
+	return in.Inst.String()
+}
+
+// safeStep is emu.Step with any panic turned into an error: a panic is a
+// finding, not the end of the campaign.
+func safeStep(in *decode.Insn, r *regs.Regs, m memio.Memory) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("emu.Step panicked: %v", p)
+		}
+	}()
+	return emu.Step(in, r, m)
+}
+
+var gprNames = [16]string{"rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+	"r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"}
+
+// compare lists the differences between the CPU's outcome and the emulator's.
+func (c *Checker) compare(in *decode.Insn, st *State, out *Outcome, emuErr error) []string {
+	var why []string
+	var fault *memio.Fault
+	isFault := errors.As(emuErr, &fault)
+	cpuFault := out.Signal == unix.SIGSEGV || out.Signal == unix.SIGBUS
+	switch {
+	case out.Syscall || out.Faulted() && !cpuFault:
+		why = append(why, fmt.Sprintf("the CPU raised %v (code %d): the instruction should not be emulated", sigName(out), out.Code))
+		if emuErr != nil {
+			why = append(why, "emu: "+emuErr.Error())
+		}
+		return why
+	case cpuFault && emuErr == nil:
+		why = append(why, fmt.Sprintf("the CPU faulted (%s at %#x) but emu.Step succeeded", sigName(out), out.Addr))
+	case cpuFault && !isFault:
+		why = append(why, fmt.Sprintf("the CPU faulted (%s at %#x) but emu.Step returned %v, not a *memio.Fault", sigName(out), out.Addr, emuErr))
+	case !cpuFault && emuErr != nil:
+		why = append(why, fmt.Sprintf("the CPU ran the instruction but emu.Step returned: %v", emuErr))
+	}
+	if emuErr != nil {
+		// Atomic: on any error nothing changes.
+		if c.r != st.Regs {
+			why = append(why, "emu.Step failed but changed registers: "+regDiff(&st.Regs, &c.r, ^uint64(0)))
+		}
+		if !bytes.Equal(c.buf[:], st.Mem[:rwSize]) {
+			why = append(why, "emu.Step failed but changed memory: "+memDiff(st.Mem[:rwSize], c.buf[:]))
+		}
+		return why
+	}
+	if cpuFault {
+		return why
+	}
+	fmask := ComparedFlags &^ UndefinedFlags(in, &st.Regs)
+	if d := regDiff(&out.Regs, &c.r, fmask); d != "" {
+		why = append(why, "registers differ (cpu vs emu): "+d)
+	}
+	if !bytes.Equal(c.buf[:], out.Mem[:rwSize]) {
+		why = append(why, "memory differs (cpu vs emu): "+memDiff(out.Mem[:rwSize], c.buf[:]))
+	}
+	return why
+}
+
+func sigName(out *Outcome) string {
+	if out.Syscall {
+		return "a syscall"
+	}
+	return unix.SignalName(out.Signal)
+}
+
+// regDiff describes the registers that differ between a and b, comparing the
+// RFLAGS bits in fmask only.
+func regDiff(a, b *regs.Regs, fmask uint64) string {
+	var d []string
+	for i := range a.GPR {
+		if a.GPR[i] != b.GPR[i] {
+			d = append(d, fmt.Sprintf("%s %#x vs %#x", gprNames[i], a.GPR[i], b.GPR[i]))
+		}
+	}
+	if a.RIP != b.RIP {
+		d = append(d, fmt.Sprintf("rip %#x vs %#x", a.RIP, b.RIP))
+	}
+	if x := (a.RFLAGS ^ b.RFLAGS) & fmask; x != 0 {
+		d = append(d, fmt.Sprintf("rflags %#x vs %#x (differing %s)", a.RFLAGS&fmask, b.RFLAGS&fmask, flagNames(x)))
+	}
+	if a.FSBase != b.FSBase {
+		d = append(d, fmt.Sprintf("fs_base %#x vs %#x", a.FSBase, b.FSBase))
+	}
+	if a.GSBase != b.GSBase {
+		d = append(d, fmt.Sprintf("gs_base %#x vs %#x", a.GSBase, b.GSBase))
+	}
+	return strings.Join(d, ", ")
+}
+
+func flagNames(x uint64) string {
+	var n []string
+	for _, f := range []struct {
+		b    uint64
+		name string
+	}{{regs.CF, "CF"}, {regs.PF, "PF"}, {regs.AF, "AF"}, {regs.ZF, "ZF"}, {regs.SF, "SF"}, {regs.DF, "DF"}, {regs.OF, "OF"}} {
+		if x&f.b != 0 {
+			n = append(n, f.name)
+		}
+	}
+	return strings.Join(n, "|")
+}
+
+// memDiff describes the byte runs (addresses in the window) where a and b differ.
+func memDiff(a, b []byte) string {
+	var d []string
+	for i := 0; i < len(a); {
+		if a[i] == b[i] {
+			i++
+			continue
+		}
+		j := i
+		for j < len(a) && j-i < 16 && a[j] != b[j] {
+			j++
+		}
+		d = append(d, fmt.Sprintf("%#x: % x vs % x", WindowAddr+uint64(i), a[i:j], b[i:j]))
+		i = j
+		if len(d) == 8 {
+			d = append(d, "...")
+			break
+		}
+	}
+	return strings.Join(d, "; ")
+}
