@@ -1,0 +1,355 @@
+package ptrace
+
+import (
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/onetrap/onetrap/memio"
+)
+
+// event handles one wait4 report.
+func (t *Tracer) event(tid int, ws unix.WaitStatus) {
+	th := t.threads[tid]
+	if th == nil {
+		t.unknown(tid, ws)
+		return
+	}
+	t.dispatch(th, ws)
+}
+
+// unknown handles a report from a tid the tracer has no record of: a new
+// thread whose initial stop came before its creator's clone event, a forked
+// child before its parent's fork event, or a thread that ended with an exec.
+func (t *Tracer) unknown(tid int, ws unix.WaitStatus) {
+	if !ws.Stopped() {
+		return
+	}
+	if p := t.procs[tgid(tid)]; p != nil && !p.finished {
+		th := p.addThread(tid, running)
+		t.dispatch(th, ws)
+		return
+	}
+	t.orphans[tid] = ws
+}
+
+// tgid returns the process a thread belongs to, or 0.
+func tgid(tid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+func isStopSignal(s unix.Signal) bool {
+	return s == unix.SIGSTOP || s == unix.SIGTSTP || s == unix.SIGTTIN || s == unix.SIGTTOU
+}
+
+// dispatch handles a stop or the end of a known thread, and lets the thread
+// go on.
+func (t *Tracer) dispatch(th *thread, ws unix.WaitStatus) {
+	if ws.Exited() || ws.Signaled() {
+		t.gone(th, ws)
+		return
+	}
+	if !ws.Stopped() {
+		return
+	}
+	tid, p := th.tid, th.p
+	sig := ws.StopSignal()
+	th.state = running
+	switch ptraceEvent(ws) {
+	case 0:
+		if sig == unix.SIGTRAP {
+			t.trap(th)
+			return
+		}
+		// A signal for the tracee: deliver it as it came (same signal, so
+		// the kernel keeps its siginfo).
+		cont(tid, int(sig))
+	case unix.PTRACE_EVENT_STOP:
+		if isStopSignal(sig) {
+			// Group-stop: stay stopped, as without a tracer, until SIGCONT.
+			th.state = listening
+			ptraceRaw(unix.PTRACE_LISTEN, tid, 0, 0)
+			return
+		}
+		// An interrupt or a new thread's first stop.
+		t.release(th)
+	case unix.PTRACE_EVENT_CLONE:
+		if m, e := eventMsg(tid); e == 0 {
+			t.cloned(p, int(m))
+		}
+		cont(tid, 0)
+	case unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
+		if m, e := eventMsg(tid); e == 0 {
+			t.forked(p, int(m), ptraceEvent(ws) == unix.PTRACE_EVENT_VFORK)
+		}
+		cont(tid, 0)
+	case unix.PTRACE_EVENT_EXEC:
+		t.execed(th)
+	default:
+		cont(tid, 0)
+	}
+}
+
+// gone removes a thread that ended; the end of the leader is the end of
+// the process.
+func (t *Tracer) gone(th *thread, ws unix.WaitStatus) {
+	p := th.p
+	delete(p.threads, th.tid)
+	if t.threads[th.tid] == th {
+		delete(t.threads, th.tid)
+	}
+	if th.vfork || th.tid != p.pid {
+		return
+	}
+	e := &Exit{}
+	if ws.Signaled() {
+		e.Signal = ws.Signal()
+	} else {
+		e.Code = ws.ExitStatus()
+	}
+	p.end(e, nil)
+}
+
+// cloned registers a new thread of p. Its first stop may already have been
+// seen.
+func (t *Tracer) cloned(p *Process, tid int) {
+	if t.threads[tid] != nil {
+		return
+	}
+	th := p.addThread(tid, running)
+	if ws, ok := t.orphans[tid]; ok {
+		delete(t.orphans, tid)
+		t.dispatch(th, ws)
+	}
+}
+
+// firstStop waits for the first stop of an automatically attached child.
+func (t *Tracer) firstStop(child int) (unix.WaitStatus, bool) {
+	if ws, ok := t.orphans[child]; ok {
+		delete(t.orphans, child)
+		return ws, true
+	}
+	var ws unix.WaitStatus
+	if _, e := wait4(child, &ws, wall); e != 0 {
+		return ws, false
+	}
+	return ws, true
+}
+
+// forked deals with a child of p. A fork child gets its own copy of the
+// text, INT3s included: they are replaced by the original bytes and the
+// child runs free. A vfork child shares p's memory until it execs or exits,
+// so it stays traced and its hits are served like p's.
+func (t *Tracer) forked(p *Process, child int, vfork bool) {
+	ws, ok := t.firstStop(child)
+	if !ok || !ws.Stopped() {
+		return
+	}
+	if vfork {
+		th := p.addThread(child, running)
+		th.vfork = true
+		cont(child, 0)
+		return
+	}
+	if m, err := memio.OpenProcess(child); err == nil {
+		for _, s := range p.sites {
+			t.one[0] = s.orig
+			m.ForceWriteAt(t.one[:], int64(s.addr))
+		}
+		m.Close()
+	}
+	unix.PtraceDetach(child)
+}
+
+// execed handles an execve: a vfork child leaves p's memory and is let go;
+// p itself gets a new image, without the old probes or XOL area.
+func (t *Tracer) execed(th *thread) {
+	p := th.p
+	if th.vfork {
+		delete(p.threads, th.tid)
+		delete(t.threads, th.tid)
+		unix.PtraceDetach(th.tid)
+		return
+	}
+	for tid, o := range p.threads {
+		if o != th && !o.vfork {
+			delete(p.threads, tid)
+			delete(t.threads, tid)
+		}
+	}
+	if th.tid != p.pid {
+		delete(p.threads, th.tid)
+		delete(t.threads, th.tid)
+		th.tid = p.pid
+		p.threads[p.pid] = th
+		t.threads[p.pid] = th
+	}
+	for _, s := range p.sites {
+		for _, pr := range s.probes {
+			pr.s = nil
+		}
+	}
+	p.sites = map[uint64]*site{}
+	p.removed = map[uint64]bool{}
+	p.xol = nil
+	if m, err := memio.OpenProcess(p.pid); err == nil {
+		p.mem.Close()
+		p.mem = m
+	}
+	if p.cfg.onExec != nil {
+		p.cfg.onExec(p)
+	}
+	cont(th.tid, 0)
+}
+
+// stopWorld interrupts p's running threads other than keep (listening ones
+// too when all is set) and waits until each has stopped. A thread that
+// reports something else than the interrupt keeps that report for
+// resumeWorld. It returns the threads it stopped.
+func (t *Tracer) stopWorld(p *Process, keep *thread, all bool) []*thread {
+	var stopped []*thread
+	for _, th := range p.threads {
+		if th == keep || th.state == held || (th.state == listening && !all) {
+			continue
+		}
+		if e := ptraceRaw(unix.PTRACE_INTERRUPT, th.tid, 0, 0); e != 0 {
+			continue
+		}
+		stopped = append(stopped, th)
+	}
+	for _, th := range stopped {
+		if _, e := wait4(th.tid, &th.ws, wall); e != 0 {
+			th.ws = 0 // reads as exited with status 0
+			th.deferred = true
+		} else {
+			ws := th.ws
+			th.deferred = !(ws.Stopped() && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP && ws.StopSignal() == unix.SIGTRAP)
+		}
+		th.state = held
+	}
+	return stopped
+}
+
+// resumeWorld lets the threads stopWorld stopped go, handling the reports
+// they had instead of the interrupt.
+func (t *Tracer) resumeWorld(stopped []*thread) {
+	for _, th := range stopped {
+		if th.state != held || th.p.finished || th.p.threads[th.tid] != th {
+			continue
+		}
+		if th.deferred {
+			th.deferred = false
+			t.dispatch(th, th.ws)
+			continue
+		}
+		t.release(th)
+	}
+}
+
+// release continues a stopped thread, delivering the signals held while it
+// was being stepped: the first with its own siginfo, any others re-sent.
+func (t *Tracer) release(th *thread) {
+	th.state = running
+	if th.nheld == 0 {
+		cont(th.tid, 0)
+		return
+	}
+	sig := int(th.held[0].signo())
+	setSiginfo(th.tid, &th.held[0])
+	cont(th.tid, sig)
+	for i := 1; i < th.nheld; i++ {
+		unix.Tgkill(th.p.pid, th.tid, unix.Signal(th.held[i].signo()))
+	}
+	th.nheld = 0
+}
+
+// hold keeps a signal that arrived while the thread was being stepped.
+func (th *thread) hold(si *siginfo) {
+	if th.nheld < len(th.held) {
+		th.held[th.nheld] = *si
+		th.nheld++
+	}
+}
+
+// detach restores p as if never traced and lets it go.
+func (p *Process) detach() error {
+	t := p.t
+	if p.finished {
+		return nil
+	}
+	stopped := t.stopWorld(p, nil, true)
+	_ = stopped
+	// Threads that stopped with something else than the interrupt: an INT3
+	// hit is undone, a signal is passed on at detach, a new thread or child
+	// is let go too.
+	sigs := map[int]int{}
+	for _, th := range p.threads {
+		if !th.deferred {
+			continue
+		}
+		th.deferred = false
+		ws := th.ws
+		if ws.Exited() || ws.Signaled() {
+			t.gone(th, ws)
+			if p.finished {
+				return nil
+			}
+			continue
+		}
+		switch ev := ptraceEvent(ws); {
+		case ev == 0 && ws.StopSignal() == unix.SIGTRAP:
+			if getRegs(th.tid, &t.pregs) == 0 && getSiginfo(th.tid, &t.si) == 0 && t.si.code() == siKernel &&
+				(p.sites[t.pregs.Rip-1] != nil || p.removed[t.pregs.Rip-1]) {
+				t.pregs.Rip--
+				setRegs(th.tid, &t.pregs)
+			} else {
+				sigs[th.tid] = int(unix.SIGTRAP)
+			}
+		case ev == 0:
+			sigs[th.tid] = int(ws.StopSignal())
+		case ev == unix.PTRACE_EVENT_CLONE:
+			if m, e := eventMsg(th.tid); e == 0 {
+				if _, ok := t.firstStop(int(m)); ok {
+					unix.PtraceDetach(int(m))
+				}
+			}
+		case ev == unix.PTRACE_EVENT_FORK || ev == unix.PTRACE_EVENT_VFORK:
+			if m, e := eventMsg(th.tid); e == 0 {
+				t.forked(p, int(m), false)
+			}
+		}
+	}
+	for _, s := range p.sites {
+		t.one[0] = s.orig
+		p.mem.ForceWriteAt(t.one[:], int64(s.addr))
+		for _, pr := range s.probes {
+			pr.s = nil
+		}
+	}
+	var err error
+	if p.xol != nil {
+		err = t.unmapXOL(p, sigs)
+	}
+	p.sites = map[uint64]*site{}
+	for tid, th := range p.threads {
+		e := ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(sigs[tid]))
+		if e != 0 && e != unix.ESRCH && err == nil {
+			err = errno("detach", tid, e)
+		}
+		th.nheld = 0
+	}
+	p.end(nil, nil)
+	return err
+}

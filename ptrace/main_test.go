@@ -1,0 +1,57 @@
+package ptrace
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/onetrap/onetrap/ptrace/internal/asmfuncs"
+)
+
+// childEnv selects a child mode: the test binary re-executed as a tracee.
+const childEnv = "ONETRAP_PTRACE_CHILD"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(childEnv) {
+	case "":
+		os.Exit(m.Run())
+	case "calls":
+		// Calls every probe site N times and prints the checksum.
+		n, _ := strconv.Atoi(os.Getenv("N"))
+		var sum uint64
+		for i := 0; i < n; i++ {
+			sum += asmfuncs.CallAll()
+		}
+		fmt.Println(sum)
+	case "fault":
+		// Deref of a bad pointer must panic with the genuine fault.
+		defer func() {
+			fmt.Println("recovered:", recover())
+		}()
+		asmfuncs.Deref(8)
+		fmt.Println("no fault")
+	case "trap":
+		// The program's own int3 and kill(SIGTRAP) must reach its handler.
+		c := make(chan os.Signal, 8)
+		signal.Notify(c, unix.SIGTRAP)
+		asmfuncs.Trap()
+		unix.Kill(os.Getpid(), unix.SIGTRAP)
+		<-c
+		<-c
+		fmt.Println("got 2 SIGTRAP")
+	case "sleep":
+		fmt.Println("ready")
+		for {
+			asmfuncs.CallAll()
+			unix.Nanosleep(&unix.Timespec{Sec: 0, Nsec: 5e6}, nil)
+		}
+	default:
+		fmt.Fprintln(os.Stderr, "unknown child mode")
+		os.Exit(2)
+	}
+	os.Exit(0)
+}

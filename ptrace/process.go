@@ -1,0 +1,478 @@
+package ptrace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/memio"
+	"github.com/onetrap/onetrap/regs"
+)
+
+// Strategy is how a probe's instruction runs on a hit.
+type Strategy uint8
+
+// Strategies.
+const (
+	// Auto lets Insert choose from the decoder's verdict: Emulate when the
+	// emulator implements the instruction, OutOfLine otherwise.
+	Auto Strategy = iota
+	// Emulate applies the instruction to the stopped thread's registers and
+	// memory: one trap, no other thread disturbed.
+	Emulate
+	// OutOfLine single-steps a copy of the instruction in the tracee's XOL
+	// area and fixes up the result: two traps, no other thread disturbed.
+	OutOfLine
+	// SingleStep restores the original byte and steps it in place with the
+	// process's other threads stopped, then re-inserts the INT3: what
+	// debuggers do, the baseline and the last resort.
+	SingleStep
+)
+
+func (s Strategy) String() string {
+	switch s {
+	case Auto:
+		return "auto"
+	case Emulate:
+		return "emulate"
+	case OutOfLine:
+		return "outofline"
+	case SingleStep:
+		return "singlestep"
+	}
+	return fmt.Sprintf("Strategy(%d)", uint8(s))
+}
+
+// Handler is called on every hit of a probe, on the tracer thread, before the
+// probed instruction runs: tid is the thread, r its registers (RIP is the
+// probe's address) and m the process's memory. Changes to r are applied;
+// moving r.RIP elsewhere skips the instruction. The handler must not keep r
+// or m beyond the call, and should be quick: the thread waits, and so does
+// every other event of the tracer.
+type Handler func(tid int, p *Probe, r *regs.Regs, m memio.Memory)
+
+// Probe is a breakpoint at one address of one process.
+type Probe struct {
+	// Addr is the probed instruction's address.
+	Addr uint64
+	// Insn is the instruction, decoded once at insertion.
+	Insn *decode.Insn
+	// Strategy is how the instruction runs on a hit.
+	Strategy Strategy
+
+	handler Handler
+	hits    atomic.Uint64
+	s       *site
+}
+
+// Hits returns how many times a thread has hit the probe. It may be called
+// from any goroutine.
+func (pr *Probe) Hits() uint64 { return pr.hits.Load() }
+
+// site is one INT3 in the text, shared by the probes at its address.
+type site struct {
+	addr     uint64
+	orig     byte
+	insn     *decode.Insn
+	strategy Strategy
+	probes   []*Probe
+	slot     uint64 // XOL slot address, 0 without one
+	scratch  int    // register loaded for a rip-relative rewrite, -1 for none
+}
+
+// thread states.
+const (
+	running   = iota
+	listening // in group-stop, restarted with PTRACE_LISTEN
+	held      // stopped by the tracer (the world is stopped)
+)
+
+type thread struct {
+	tid      int
+	p        *Process
+	state    int
+	deferred bool // a stop was seen while stopping the world; ws holds it
+	ws       unix.WaitStatus
+	vfork    bool // a vfork child sharing p's memory
+
+	// Signals that arrived while the thread was being stepped, delivered
+	// after the fixup.
+	held  [4]siginfo
+	nheld int
+}
+
+// Exit is how a traced process ended.
+type Exit struct {
+	Code   int         // exit status, when Signal is 0
+	Signal unix.Signal // the signal that killed it, or 0
+}
+
+func (e *Exit) String() string {
+	if e.Signal != 0 {
+		return "killed by " + e.Signal.String()
+	}
+	return "exit status " + strconv.Itoa(e.Code)
+}
+
+// Option configures a process at Start or Attach.
+type Option func(*config)
+
+type config struct {
+	onExec func(p *Process)
+}
+
+// OnExec sets a function called (on the tracer thread) when the process
+// calls execve: its probes were dropped with the old image, and new ones may
+// be inserted from f.
+func OnExec(f func(p *Process)) Option { return func(c *config) { c.onExec = f } }
+
+// Process is a traced process.
+type Process struct {
+	t   *Tracer
+	pid int
+	cmd *exec.Cmd
+	cfg config
+
+	// Touched only on the tracer thread.
+	mem      *memio.Process
+	sites    map[uint64]*site
+	removed  map[uint64]bool // addresses whose INT3 a thread may still be reporting
+	threads  map[int]*thread
+	xol      *xolArea
+	xolAt    uint64 // an executable address where a system call can be injected
+	stopped  bool // started stopped, awaiting Run
+	finished bool
+
+	done   chan struct{}
+	exit   *Exit
+	endErr error
+	once   sync.Once
+}
+
+// Pid returns the process id.
+func (p *Process) Pid() int { return p.pid }
+
+// Tracer returns the tracer serving the process.
+func (p *Process) Tracer() *Tracer { return p.t }
+
+// Done is closed when the process has exited or been detached.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+func (t *Tracer) newProcess(pid int, cfg config) (*Process, error) {
+	m, err := memio.OpenProcess(pid)
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{
+		t: t, pid: pid, cfg: cfg, mem: m,
+		sites:   map[uint64]*site{},
+		removed: map[uint64]bool{},
+		threads: map[int]*thread{},
+		done:    make(chan struct{}),
+	}
+	return p, nil
+}
+
+func (p *Process) addThread(tid int, state int) *thread {
+	th := &thread{tid: tid, p: p, state: state}
+	p.threads[tid] = th
+	p.t.threads[tid] = th
+	return th
+}
+
+// end records how the process finished and releases it.
+func (p *Process) end(exit *Exit, err error) {
+	if p.finished {
+		return
+	}
+	p.finished = true
+	p.exit, p.endErr = exit, err
+	p.mem.Close()
+	p.t.forget(p)
+	close(p.done)
+}
+
+const traceOptions = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACEVFORK |
+	unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACEVFORKDONE
+
+// Start runs cmd under the tracer, stopped before its first instruction:
+// probes can be inserted before Run lets it go. cmd must not have been
+// started. The tracer reaps the process: use Run, not cmd.Wait (Run flushes
+// cmd's I/O copying itself).
+func (t *Tracer) Start(cmd *exec.Cmd, opts ...Option) (*Process, error) {
+	_, launcher, err := stubPaths()
+	if err != nil {
+		return nil, err
+	}
+	if cmd.Process != nil {
+		return nil, errors.New("ptrace: Start: cmd already started")
+	}
+	if cmd.Err != nil {
+		return nil, fmt.Errorf("ptrace: Start: %w", cmd.Err)
+	}
+	if fi, err := os.Stat(cmd.Path); err != nil {
+		return nil, fmt.Errorf("ptrace: Start: %w", err)
+	} else if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return nil, fmt.Errorf("ptrace: Start: %s is not an executable file", cmd.Path)
+	}
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var p *Process
+	err = t.do(func() error {
+		path, args := cmd.Path, cmd.Args
+		if len(args) == 0 {
+			args = []string{path}
+		}
+		cmd.Path = launcher
+		cmd.Args = append([]string{"onetrap-launcher", path}, args...)
+		err := cmd.Start()
+		cmd.Path, cmd.Args = path, args
+		if err != nil {
+			return fmt.Errorf("ptrace: Start: %w", err)
+		}
+		pid := cmd.Process.Pid
+		fail := func(err error) error {
+			unix.Kill(pid, unix.SIGKILL)
+			for {
+				if _, e := wait4(pid, &t.ws, wall); e != 0 || t.ws.Exited() || t.ws.Signaled() {
+					break
+				}
+			}
+			go cmd.Wait()
+			return err
+		}
+		// The launcher stops itself before exec.
+		if _, e := wait4(pid, &t.ws, wall|unix.WUNTRACED); e != 0 {
+			return fail(errno("wait for", pid, e))
+		}
+		if !t.ws.Stopped() {
+			return fail(fmt.Errorf("ptrace: Start: launcher ended early (%v)", t.ws))
+		}
+		if err := unix.PtraceSeize(pid); err != nil {
+			return fail(fmt.Errorf("ptrace: seize %d: %w", pid, err))
+		}
+		if err := unix.PtraceSetOptions(pid, traceOptions); err != nil {
+			return fail(fmt.Errorf("ptrace: set options on %d: %w", pid, err))
+		}
+		unix.Kill(pid, unix.SIGCONT)
+		// Serve the launcher until the exec event: group-stop notifications
+		// and the SIGCONT itself (which has no handler there).
+		for {
+			if _, e := wait4(pid, &t.ws, wall); e != 0 {
+				return fail(errno("wait for", pid, e))
+			}
+			ws := t.ws
+			switch {
+			case ws.Exited() && ws.ExitStatus() == launcherExit:
+				return fail(fmt.Errorf("ptrace: Start: exec %s failed", path))
+			case ws.Exited() || ws.Signaled():
+				return fail(fmt.Errorf("ptrace: Start: launcher ended (%v)", ws))
+			case ptraceEvent(ws) == unix.PTRACE_EVENT_EXEC:
+				// The exec stop is inside execve, whose return would
+				// overwrite rax after any register change (an injected
+				// system call, say): stop again at the return to user
+				// mode, before the first instruction.
+				if e := ptraceRaw(unix.PTRACE_INTERRUPT, pid, 0, 0); e != 0 {
+					return fail(errno("interrupt", pid, e))
+				}
+				cont(pid, 0)
+				if _, e := wait4(pid, &t.ws, wall); e != 0 || ptraceEvent(t.ws) != unix.PTRACE_EVENT_STOP {
+					return fail(fmt.Errorf("ptrace: Start: no stop after exec (%v)", t.ws))
+				}
+				np, err := t.newProcess(pid, cfg)
+				if err != nil {
+					return fail(err)
+				}
+				np.cmd = cmd
+				np.stopped = true
+				np.addThread(pid, held)
+				t.procs[pid] = np
+				p = np
+				return nil
+			case ptraceEvent(ws) == unix.PTRACE_EVENT_STOP:
+				cont(pid, 0)
+			default:
+				cont(pid, int(ws.StopSignal()))
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Attach seizes the running process pid and all its threads. They keep
+// running; new threads are traced as they appear.
+func (t *Tracer) Attach(pid int, opts ...Option) (*Process, error) {
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var p *Process
+	err := t.do(func() error {
+		if _, ok := t.procs[pid]; ok {
+			return fmt.Errorf("ptrace: process %d is already traced", pid)
+		}
+		np, err := t.newProcess(pid, cfg)
+		if err != nil {
+			return fmt.Errorf("ptrace: attach %d: %w", pid, err)
+		}
+		// Threads created by a thread not yet seized do not inherit the
+		// tracer, so list again until a pass finds nothing new.
+		for {
+			ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+			if err != nil {
+				np.detachAll()
+				np.mem.Close()
+				return fmt.Errorf("ptrace: attach %d: %w", pid, err)
+			}
+			added := false
+			for _, e := range ents {
+				tid, err := strconv.Atoi(e.Name())
+				if err != nil || np.threads[tid] != nil {
+					continue
+				}
+				if err := unix.PtraceSeize(tid); err != nil {
+					if err == unix.ESRCH {
+						continue // exited meanwhile
+					}
+					np.detachAll()
+					np.mem.Close()
+					return fmt.Errorf("ptrace: seize thread %d of %d: %w", tid, pid, err)
+				}
+				unix.PtraceSetOptions(tid, traceOptions)
+				np.addThread(tid, running)
+				added = true
+			}
+			if !added {
+				break
+			}
+		}
+		if len(np.threads) == 0 {
+			np.mem.Close()
+			return fmt.Errorf("ptrace: attach %d: %w", pid, memio.ErrGone)
+		}
+		t.procs[pid] = np
+		p = np
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// detachAll detaches threads seized by a failed Attach.
+func (p *Process) detachAll() {
+	for tid := range p.threads {
+		unix.PtraceDetach(tid)
+		delete(p.t.threads, tid)
+	}
+}
+
+// Run lets a process started stopped go, and waits until it exits (the
+// Exit says how) or ctx ends: then the process is detached, left running as
+// if never traced, and Run returns ctx's error.
+func (p *Process) Run(ctx context.Context) (*Exit, error) {
+	err := p.t.do(func() error {
+		if p.finished || !p.stopped {
+			return nil
+		}
+		p.stopped = false
+		for _, th := range p.threads {
+			if th.state == held {
+				th.state = running
+				if e := cont(th.tid, 0); e != 0 {
+					return errno("continue", th.tid, e)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrClosed) {
+		return nil, err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		if err := p.Detach(); err != nil {
+			select {
+			case <-p.done:
+			default:
+				return nil, errors.Join(ctx.Err(), err)
+			}
+		}
+		<-p.done
+		if p.exit == nil {
+			return nil, ctx.Err()
+		}
+	}
+	if p.cmd != nil && p.exit != nil {
+		// The tracer reaped the process; Wait now only finishes the I/O
+		// copying goroutines and closes the pipes.
+		p.cmd.Wait()
+	}
+	if p.exit == nil {
+		if p.endErr != nil {
+			return nil, p.endErr
+		}
+		return nil, errors.New("ptrace: process detached")
+	}
+	return p.exit, p.endErr
+}
+
+// Detach removes every probe, restoring the original bytes, unmaps the XOL
+// area and lets every thread go with its pending signals, as if the process
+// had never been traced.
+func (p *Process) Detach() error {
+	return p.t.do(func() error {
+		if p.finished {
+			return nil
+		}
+		return p.detach()
+	})
+}
+
+// Insert puts a probe at addr and returns it. The instruction there is read
+// and decoded once; addr must be mapped and executable, must not hold an
+// INT3 of the program's own, and its instruction must not be rejected by the
+// decoder. A second probe at the same address shares the INT3 (and its
+// strategy), and both handlers run on each hit. strategy Auto picks from the
+// decoder's verdict.
+func (p *Process) Insert(addr uint64, strategy Strategy, h Handler) (*Probe, error) {
+	var pr *Probe
+	err := p.t.do(func() (err error) {
+		pr, err = p.insert(addr, strategy, h)
+		return err
+	})
+	return pr, err
+}
+
+// Remove takes a probe out. The INT3 goes when the last probe at its address
+// does.
+func (p *Process) Remove(pr *Probe) error {
+	return p.t.do(func() error { return p.remove(pr) })
+}
+
+// Probes returns the probes in place.
+func (p *Process) Probes() []*Probe {
+	var out []*Probe
+	p.t.do(func() error {
+		for _, s := range p.sites {
+			out = append(out, s.probes...)
+		}
+		return nil
+	})
+	return out
+}
