@@ -110,6 +110,26 @@ func TestLoadBias(t *testing.T) {
 	check(prog, "add")
 	check(libs[0], "malloc")
 
+	// The same through ResolvePID, from specs.
+	for _, c := range []struct{ spec, fn string }{{"add", "add"}, {"libc:malloc", "malloc"}, {"libc.so.6:malloc+0", "malloc"}} {
+		sp, err := ParseSpec(c.spec)
+		require.NoError(t, err)
+		ps, err := ResolvePID(pid, sp)
+		require.NoError(t, err, c.spec)
+		require.Len(t, ps, 1)
+		f := open(t, ps[0].Path)
+		want, err := f.Body(one(t, f, c.fn))
+		require.NoError(t, err)
+		got := make([]byte, len(want))
+		_, err = mem.ReadAt(got, int64(ps[0].PC))
+		require.NoError(t, err)
+		assert.Equal(t, want, got, c.spec)
+	}
+	sp, err := ParseSpec("libnosuch:f")
+	require.NoError(t, err)
+	_, err = ResolvePID(pid, sp)
+	assert.ErrorIs(t, err, ErrLibNotMapped)
+
 	// A file the process has not mapped has no bias.
 	_, stripped := goProgs(t)
 	other := open(t, stripped)
