@@ -354,6 +354,27 @@ func TestLibc(t *testing.T) {
 	assert.Equal(t, m.Addr, sites[0].Addr)
 	assert.Equal(t, []Arg{{Label: "arg1", Reg: x86asm.RDI}, {Label: "size", Reg: x86asm.RDI}}, sites[0].Args)
 
+	// Every body decodes linearly, and every exit found is a near return:
+	// c3 or c2 iw, possibly after prefixes (f3 rep, f2 bnd).
+	rets := 0
+	for i := range f.Funcs {
+		fn := &f.Funcs[i]
+		exits, err := f.Exits(fn)
+		require.NoError(t, err, fn.Name)
+		body, err := f.Body(fn)
+		require.NoError(t, err)
+		for _, a := range exits {
+			off := a - fn.Addr
+			for off < fn.Size && (body[off] == 0xf3 || body[off] == 0xf2) {
+				off++
+			}
+			require.Less(t, off, fn.Size)
+			assert.True(t, body[off] == 0xc3 || (body[off] == 0xc2 && off+3 <= fn.Size), "%s+%#x: % x", fn.Name, a-fn.Addr, body[a-fn.Addr:off+1])
+		}
+		rets += len(exits)
+	}
+	assert.Greater(t, rets, len(f.Funcs)/2)
+
 	// Globs select many.
 	sp, err = ParseSpec("str*cmp")
 	require.NoError(t, err)
