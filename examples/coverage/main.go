@@ -55,6 +55,7 @@ const (
 
 var classNames = [nClass]string{"emulate", "outofline", "rejected", "undecoded"}
 
+// String is the class's name in the summary line.
 func (c Class) String() string { return classNames[c] }
 
 // Shape is one instruction form (mnemonic and operand shape) with its count

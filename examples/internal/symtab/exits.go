@@ -17,10 +17,12 @@ type DecodeError struct {
 	Err    error
 }
 
+// Error names the function, the offset, the address and the bytes.
 func (e *DecodeError) Error() string {
 	return fmt.Sprintf("cannot decode %s+%#x (%#x: % x): %v", e.Func, e.Offset, e.Addr, e.Bytes, e.Err)
 }
 
+// Unwrap returns the decoder's error (a *decode.Error).
 func (e *DecodeError) Unwrap() error { return e.Err }
 
 // Walk decodes fn's body linearly from its first byte, calling visit for
