@@ -137,7 +137,11 @@ func (c *Checker) compare(in *decode.Insn, st *State, out *Outcome, emuErr error
 	if cpuFault {
 		return why
 	}
-	fmask := ComparedFlags &^ UndefinedFlags(in, &st.Regs)
+	manual := statusFlags &^ UndefinedFlags(in, &st.Regs)
+	if claimed := emu.DefinedFlags(in, &st.Regs) & statusFlags; claimed != manual {
+		why = append(why, fmt.Sprintf("emu.DefinedFlags says %s, the manual %s", flagNames(claimed), flagNames(manual)))
+	}
+	fmask := manual | regs.DF
 	if d := regDiff(&out.Regs, &c.r, fmask); d != "" {
 		why = append(why, "registers differ (cpu vs emu): "+d)
 	}

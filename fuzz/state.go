@@ -1,6 +1,8 @@
 package fuzz
 
 import (
+	"encoding/binary"
+
 	"github.com/onetrap/onetrap/decode"
 	"github.com/onetrap/onetrap/regs"
 	"golang.org/x/arch/x86/x86asm"
@@ -63,6 +65,12 @@ func (g *Gen) Prepare(in *decode.Insn, st *State) {
 	case x86asm.LEAVE:
 		stack(regs.RBP, g.target(8))
 	}
+	// Where a branch target comes from, when it is read from memory.
+	targetAt := ^uint64(0)
+	if in.Op == x86asm.RET {
+		targetAt = r.GPR[regs.RSP]
+	}
+	indirect := in.Op == x86asm.JMP || in.Op == x86asm.CALL
 	for i := range in.Args {
 		a := &in.Args[i]
 		if a.Kind == decode.ArgNone {
@@ -70,12 +78,50 @@ func (g *Gen) Prepare(in *decode.Insn, st *State) {
 		}
 		if a.Kind == decode.ArgMem && nhot < len(hot) {
 			hot[nhot] = g.aim(&a.Mem, max(int(a.Size), 1), r, fixed)
+			if indirect {
+				targetAt = hot[nhot]
+			}
 			nhot++
+		}
+		if a.Kind == decode.ArgReg && indirect {
+			if n, ok := regs.Index(a.Reg); ok && fixed&(1<<n) == 0 {
+				r.GPR[n] = g.branchTarget()
+			}
 		}
 	}
 	for _, t := range hot[:nhot] {
 		g.scribble(st, t-24, 56)
 	}
+	if targetAt != ^uint64(0) {
+		// Random bytes are almost never a canonical address: give
+		// returns and indirect branches targets that the CPU can reach.
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], g.branchTarget())
+		for i := range b {
+			if a := targetAt + uint64(i) - WindowAddr; a < WindowSize {
+				st.Mem[a] = b[i]
+			}
+		}
+	}
+}
+
+// branchTarget returns a target for an indirect branch or a return: mostly
+// canonical (the code page, anywhere in user space, the kernel half), and
+// the edges of the canonical ranges.
+func (g *Gen) branchTarget() uint64 {
+	r := g.R
+	switch n := r.IntN(10); {
+	case n < 4:
+		return CodePage + uint64(r.IntN(PageSize))
+	case n < 6:
+		return r.Uint64() % (1 << 47)
+	case n < 7:
+		return 0xffff800000000000 | r.Uint64()
+	case n < 8:
+		return []uint64{0, 0x00007fffffffffff, 0x0000800000000000, 0xffff7fffffffffff, 0xffff800000000000,
+			0x8000000000000000, ^uint64(0)}[r.IntN(7)]
+	}
+	return g.Value()
 }
 
 // userAddr returns a non-zero canonical user address for a segment base.
