@@ -23,6 +23,9 @@ func emulable(in *Insn) (ok bool, why string) {
 	if why := emPrefixRule(in, p, mem); why != "" {
 		return false, why
 	}
+	if in.RIPRel && p&em67 != 0 {
+		return false, "eip-relative operand"
+	}
 	a0, a1 := &in.Args[0], &in.Args[1]
 	const shape = "operand form not emulated"
 

@@ -65,34 +65,36 @@ const (
 	pF2
 	pF3
 	pLock
+	pOther
 )
+
+// prefixBits classifies the bytes that may precede an opcode: the legacy
+// prefixes that matter, and pOther for the segment prefixes and REX, which
+// the operands already account for.
+var prefixBits = func() (t [256]uint8) {
+	t[0x66], t[0x67], t[0xf2], t[0xf3], t[0xf0] = p66, p67, pF2, pF3, pLock
+	for _, b := range []byte{0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65} {
+		t[b] = pOther
+	}
+	for b := 0x40; b < 0x50; b++ {
+		t[b] = pOther
+	}
+	return t
+}()
 
 // prefixes returns the legacy prefixes of in and the offset of its opcode
 // (after any REX prefix).
 func prefixes(in *decode.Insn) (p uint8, op int) {
-	n := in.Len
-	if n > len(in.Bytes) {
-		n = len(in.Bytes)
-	}
-	for ; op < n; op++ {
-		switch b := in.Bytes[op]; {
-		case b == 0x66:
-			p |= p66
-		case b == 0x67:
-			p |= p67
-		case b == 0xf2:
-			p |= pF2
-		case b == 0xf3:
-			p |= pF3
-		case b == 0xf0:
-			p |= pLock
-		case b == 0x26 || b == 0x2e || b == 0x36 || b == 0x3e || b == 0x64 || b == 0x65:
-		case b&0xf0 == 0x40:
-		default:
-			return p, op
+	n := min(in.Len, len(in.Bytes))
+	for op < n {
+		b := prefixBits[in.Bytes[op]]
+		if b == 0 {
+			break
 		}
+		p |= b
+		op++
 	}
-	return p, op
+	return p &^ pOther, op
 }
 
 // canonical reports whether a is a canonical address with 48 implemented
@@ -100,17 +102,81 @@ func prefixes(in *decode.Insn) (p uint8, op int) {
 // which only sends them to the real CPU.
 func canonical(a uint64) bool { return uint64(int64(a<<16)>>16) == a }
 
-// state is one Step in progress: the registers as they will be committed and
-// the single pending memory write.
+// Classes of operations, the first dispatch of exec.
+const (
+	cNone uint8 = iota
+	cNop
+	cPause
+	cPush
+	cPop
+	cMov
+	cMovx
+	cLea
+	cAlu
+	cUnary
+	cShift
+	cXchg
+	cCbw
+	cCwd
+	cCmov
+	cSet
+	cJmp
+	cJcc
+	cJrcxz
+	cLoop
+	cCall
+	cRet
+	cLeave
+)
+
+// opClass maps an x86asm.Op to its class; ops outside the set are cNone.
+var opClass = func() []uint8 {
+	ops := map[uint8][]x86asm.Op{
+		cNop:   {x86asm.NOP},
+		cPause: {x86asm.PAUSE},
+		cPush:  {x86asm.PUSH},
+		cPop:   {x86asm.POP},
+		cMov:   {x86asm.MOV},
+		cMovx:  {x86asm.MOVZX, x86asm.MOVSX, x86asm.MOVSXD},
+		cLea:   {x86asm.LEA},
+		cAlu:   {x86asm.ADD, x86asm.OR, x86asm.ADC, x86asm.SBB, x86asm.AND, x86asm.SUB, x86asm.XOR, x86asm.CMP, x86asm.TEST},
+		cUnary: {x86asm.INC, x86asm.DEC, x86asm.NEG, x86asm.NOT},
+		cShift: {x86asm.SHL, x86asm.SHR, x86asm.SAR},
+		cXchg:  {x86asm.XCHG},
+		cCbw:   {x86asm.CBW, x86asm.CWDE, x86asm.CDQE},
+		cCwd:   {x86asm.CWD, x86asm.CDQ, x86asm.CQO},
+		cCmov:  {x86asm.CMOVA, x86asm.CMOVAE, x86asm.CMOVB, x86asm.CMOVBE, x86asm.CMOVE, x86asm.CMOVG, x86asm.CMOVGE, x86asm.CMOVL, x86asm.CMOVLE, x86asm.CMOVNE, x86asm.CMOVNO, x86asm.CMOVNP, x86asm.CMOVNS, x86asm.CMOVO, x86asm.CMOVP, x86asm.CMOVS},
+		cSet:   {x86asm.SETA, x86asm.SETAE, x86asm.SETB, x86asm.SETBE, x86asm.SETE, x86asm.SETG, x86asm.SETGE, x86asm.SETL, x86asm.SETLE, x86asm.SETNE, x86asm.SETNO, x86asm.SETNP, x86asm.SETNS, x86asm.SETO, x86asm.SETP, x86asm.SETS},
+		cJmp:   {x86asm.JMP},
+		cJcc:   {x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JG, x86asm.JGE, x86asm.JL, x86asm.JLE, x86asm.JNE, x86asm.JNO, x86asm.JNP, x86asm.JNS, x86asm.JO, x86asm.JP, x86asm.JS},
+		cJrcxz: {x86asm.JRCXZ, x86asm.JECXZ},
+		cLoop:  {x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE},
+		cCall:  {x86asm.CALL},
+		cRet:   {x86asm.RET},
+		cLeave: {x86asm.LEAVE},
+	}
+	maxOp := x86asm.Op(0)
+	for _, l := range ops {
+		for _, op := range l {
+			maxOp = max(maxOp, op)
+		}
+	}
+	t := make([]uint8, maxOp+1)
+	for c, l := range ops {
+		for _, op := range l {
+			t[op] = c
+		}
+	}
+	return t
+}()
+
+// state is one Step in progress. Handlers read and compute everything first,
+// perform the instruction's single memory write (the last thing that can
+// fail), and only then change registers, so an error leaves all unchanged.
 type state struct {
 	in *decode.Insn
 	m  memio.Memory
-	r  regs.Regs
-
-	wAddr uint64
-	wSize int
-	wVal  uint64
-	err   error // set by store on a second write or a bad address
+	r  *regs.Regs
 }
 
 // Step applies in to the registers r and the memory m and sets r.RIP to the
@@ -134,24 +200,8 @@ func Step(in *decode.Insn, r *regs.Regs, m memio.Memory) (err error) {
 			err = &InternalError{Addr: in.Addr, Bytes: append([]byte(nil), in.Bytes[:in.Len]...), Value: v}
 		}
 	}()
-	var s state
-	s.in, s.m, s.r = in, m, *r
-	if err := s.exec(); err != nil {
-		return err
-	}
-	if s.err != nil {
-		return s.err
-	}
-	if s.wSize != 0 {
-		if s.m == nil {
-			return errNoMemory
-		}
-		if err := memio.WriteUint(s.m, s.wAddr, s.wSize, s.wVal); err != nil {
-			return err
-		}
-	}
-	*r = s.r
-	return nil
+	s := state{in: in, m: m, r: r}
+	return s.exec()
 }
 
 // isGPR reports whether a is a general register.
@@ -172,29 +222,6 @@ func size(a *decode.Arg) int {
 		}
 	}
 	return 0
-}
-
-// hasMem reports whether in has a memory operand.
-func hasMem(in *decode.Insn) bool {
-	for i := range in.Args {
-		switch in.Args[i].Kind {
-		case decode.ArgNone:
-			return false
-		case decode.ArgMem:
-			return true
-		}
-	}
-	return false
-}
-
-// nargs returns the number of operands of in.
-func nargs(in *decode.Insn) int {
-	for i := range in.Args {
-		if in.Args[i].Kind == decode.ArgNone {
-			return i
-		}
-	}
-	return len(in.Args)
 }
 
 // ea returns the address that the memory operand mem names, segment base
@@ -243,17 +270,16 @@ func (s *state) load(addr uint64, size int) (uint64, error) {
 	return memio.ReadUint(s.m, addr, size)
 }
 
-// store records the instruction's memory write, which Step performs last.
-func (s *state) store(addr uint64, size int, v uint64) {
-	if s.wSize != 0 {
-		s.err = errors.New("emu: second memory write in one instruction")
-		return
-	}
+// store writes the size-byte value v at addr. It is the last step of an
+// instruction that can fail.
+func (s *state) store(addr uint64, size int, v uint64) error {
 	if err := checkRange(addr, size, memio.Write); err != nil {
-		s.err = err
-		return
+		return err
 	}
-	s.wAddr, s.wSize, s.wVal = addr, size, v&mask(size)
+	if s.m == nil {
+		return errNoMemory
+	}
+	return memio.WriteUint(s.m, addr, size, v&mask(size))
 }
 
 // read returns the value of operand a of size bytes; mem is the address of a
@@ -279,21 +305,23 @@ func imm(a *decode.Arg) uint64 {
 }
 
 // write sets operand a of size bytes to v; mem is the address of a when a is
-// a memory operand.
-func (s *state) write(a *decode.Arg, size int, mem uint64, v uint64) {
+// a memory operand. Only a memory write can fail, and it then changes nothing.
+func (s *state) write(a *decode.Arg, size int, mem uint64, v uint64) error {
 	if a.Kind == decode.ArgReg {
 		s.r.Set(a.Reg, v&mask(size))
-		return
+		return nil
 	}
-	s.store(mem, size, v)
+	return s.store(mem, size, v)
 }
 
-// push records a push of the size-byte value v: the stack pointer moves and
-// the write is pending.
-func (s *state) push(v uint64) {
+// push writes v below the stack pointer and then moves it.
+func (s *state) push(v uint64) error {
 	sp := s.r.GPR[regs.RSP] - 8
-	s.store(sp, 8, v)
+	if err := s.store(sp, 8, v); err != nil {
+		return err
+	}
 	s.r.GPR[regs.RSP] = sp
+	return nil
 }
 
 // pop reads the quadword on top of the stack and moves the stack pointer past it.
@@ -307,10 +335,19 @@ func (s *state) pop() (uint64, error) {
 	return v, nil
 }
 
-// branch sets rip to target after checking that the CPU would not fault on it.
-func (s *state) branch(target uint64) error {
+// checkTarget returns the fault of a branch to target, where the CPU would
+// fault on the branch itself, or nil.
+func checkTarget(target uint64) error {
 	if !canonical(target) {
 		return &memio.Fault{Addr: target, Access: memio.Read, Err: ErrNonCanonical}
+	}
+	return nil
+}
+
+// branch sets rip to target after checking that the CPU would not fault on it.
+func (s *state) branch(target uint64) error {
+	if err := checkTarget(target); err != nil {
+		return err
 	}
 	s.r.RIP = target
 	return nil
@@ -320,31 +357,36 @@ func (s *state) branch(target uint64) error {
 // ErrNotEmulated, before changing anything, for a form outside the set.
 func (s *state) exec() error {
 	in := s.in
-	p, opOff := prefixes(in)
-	if p&pLock != 0 {
+	var class uint8
+	if int(in.Op) < len(opClass) {
+		class = opClass[in.Op]
+	}
+	if class == cNone {
 		return ErrNotEmulated
 	}
-	n := nargs(in)
+	p, opOff := prefixes(in)
+	n, memIdx := 0, -1
+	for n < len(in.Args) && in.Args[n].Kind != decode.ArgNone {
+		if in.Args[n].Kind == decode.ArgMem && memIdx < 0 {
+			memIdx = n
+		}
+		n++
+	}
+	memArg := memIdx >= 0
+	if p != 0 && !prefixesOK(in, class, p, memArg) {
+		return ErrNotEmulated
+	}
 	a0, a1 := &in.Args[0], &in.Args[1]
 	next := in.Next()
 	// The memory operand's address is computed before anything moves, which
 	// is the CPU's order too (push [rsp], call [rsp+8]).
 	var mem uint64
-	memArg := hasMem(in)
 	if memArg {
-		for i := 0; i < n; i++ {
-			if in.Args[i].Kind == decode.ArgMem {
-				mem = s.ea(&in.Args[i].Mem)
-				break
-			}
-		}
-	}
-	if !prefixesOK(in, p, memArg) {
-		return ErrNotEmulated
+		mem = s.ea(&in.Args[memIdx].Mem)
 	}
 
-	switch in.Op {
-	case x86asm.NOP:
+	switch class {
+	case cNop:
 		if in.Inst.Op == 0 {
 			if !isEndbr(in) {
 				return ErrNotEmulated
@@ -355,12 +397,12 @@ func (s *state) exec() error {
 			return ErrNotEmulated
 		}
 
-	case x86asm.PAUSE:
+	case cPause:
 		if in.Len != 2 || in.Bytes[0] != 0xf3 || in.Bytes[1] != 0x90 {
 			return ErrNotEmulated
 		}
 
-	case x86asm.PUSH:
+	case cPush:
 		if n != 1 || in.OpSize != 8 {
 			return ErrNotEmulated
 		}
@@ -378,9 +420,11 @@ func (s *state) exec() error {
 		default:
 			return ErrNotEmulated
 		}
-		s.push(v)
+		if err := s.push(v); err != nil {
+			return err
+		}
 
-	case x86asm.POP:
+	case cPop:
 		if n != 1 || in.OpSize != 8 || !isGPR(a0) || regs.Size(a0.Reg) != 8 {
 			return ErrNotEmulated
 		}
@@ -390,7 +434,7 @@ func (s *state) exec() error {
 		}
 		s.r.Set(a0.Reg, v)
 
-	case x86asm.MOV:
+	case cMov:
 		sz := size(a0)
 		if n != 2 || sz == 0 || !(isGPR(a0) || a0.Kind == decode.ArgMem) {
 			return ErrNotEmulated
@@ -406,9 +450,11 @@ func (s *state) exec() error {
 		if err != nil {
 			return err
 		}
-		s.write(a0, sz, mem, v)
+		if err := s.write(a0, sz, mem, v); err != nil {
+			return err
+		}
 
-	case x86asm.MOVZX, x86asm.MOVSX, x86asm.MOVSXD:
+	case cMovx:
 		dsz, ssz := size(a0), size(a1)
 		if n != 2 || !isGPR(a0) || dsz < 2 || ssz == 0 || ssz > dsz {
 			return ErrNotEmulated
@@ -422,7 +468,7 @@ func (s *state) exec() error {
 		}
 		s.r.Set(a0.Reg, v&mask(dsz))
 
-	case x86asm.LEA:
+	case cLea:
 		dsz := size(a0)
 		if n != 2 || !isGPR(a0) || dsz < 2 || a1.Kind != decode.ArgMem {
 			return ErrNotEmulated
@@ -432,7 +478,7 @@ func (s *state) exec() error {
 		m.Seg = 0
 		s.r.Set(a0.Reg, s.ea(&m)&mask(dsz))
 
-	case x86asm.ADD, x86asm.OR, x86asm.ADC, x86asm.SBB, x86asm.AND, x86asm.SUB, x86asm.XOR, x86asm.CMP, x86asm.TEST:
+	case cAlu:
 		sz := size(a0)
 		if n != 2 || sz == 0 {
 			return ErrNotEmulated
@@ -478,12 +524,14 @@ func (s *state) exec() error {
 			// AF is undefined; it is cleared, as the CPUs measured do.
 			f = szp(res, sz)
 		}
-		s.r.RFLAGS = s.r.RFLAGS&^set | f
 		if in.Op != x86asm.CMP && in.Op != x86asm.TEST {
-			s.write(a0, sz, mem, res)
+			if err := s.write(a0, sz, mem, res); err != nil {
+				return err
+			}
 		}
+		s.r.RFLAGS = s.r.RFLAGS&^set | f
 
-	case x86asm.INC, x86asm.DEC, x86asm.NEG, x86asm.NOT:
+	case cUnary:
 		sz := size(a0)
 		if n != 1 || sz == 0 {
 			return ErrNotEmulated
@@ -506,10 +554,12 @@ func (s *state) exec() error {
 		default:
 			res, set = ^a, 0
 		}
+		if err := s.write(a0, sz, mem, res); err != nil {
+			return err
+		}
 		s.r.RFLAGS = s.r.RFLAGS&^set | f&set
-		s.write(a0, sz, mem, res)
 
-	case x86asm.SHL, x86asm.SHR, x86asm.SAR:
+	case cShift:
 		sz := size(a0)
 		if n != 2 || sz == 0 {
 			return ErrNotEmulated
@@ -529,13 +579,15 @@ func (s *state) exec() error {
 			return err
 		}
 		res, f, set := shift(in.Op, a&mask(sz), count, sz)
-		s.r.RFLAGS = s.r.RFLAGS&^set | f&set
 		// A zero count still writes memory back, so that a read-only
 		// destination faults whether or not the CPU would write: a spurious
 		// fault only sends the instruction to the real CPU.
-		s.write(a0, sz, mem, res)
+		if err := s.write(a0, sz, mem, res); err != nil {
+			return err
+		}
+		s.r.RFLAGS = s.r.RFLAGS&^set | f&set
 
-	case x86asm.XCHG:
+	case cXchg:
 		sz := size(a0)
 		if n != 2 || !isGPR(a0) || !isGPR(a1) || regs.Size(a1.Reg) != sz {
 			return ErrNotEmulated
@@ -544,7 +596,7 @@ func (s *state) exec() error {
 		s.r.Set(a0.Reg, v1)
 		s.r.Set(a1.Reg, v0)
 
-	case x86asm.CBW, x86asm.CWDE, x86asm.CDQE:
+	case cCbw:
 		if n != 0 {
 			return ErrNotEmulated
 		}
@@ -560,7 +612,7 @@ func (s *state) exec() error {
 			s.r.Set(x86asm.RAX, v)
 		}
 
-	case x86asm.CWD, x86asm.CDQ, x86asm.CQO:
+	case cCwd:
 		if n != 0 {
 			return ErrNotEmulated
 		}
@@ -578,9 +630,7 @@ func (s *state) exec() error {
 			s.r.Set(x86asm.RDX, hi)
 		}
 
-	case x86asm.CMOVA, x86asm.CMOVAE, x86asm.CMOVB, x86asm.CMOVBE, x86asm.CMOVE, x86asm.CMOVG,
-		x86asm.CMOVGE, x86asm.CMOVL, x86asm.CMOVLE, x86asm.CMOVNE, x86asm.CMOVNO, x86asm.CMOVNP,
-		x86asm.CMOVNS, x86asm.CMOVO, x86asm.CMOVP, x86asm.CMOVS:
+	case cCmov:
 		sz := size(a0)
 		if n != 2 || !isGPR(a0) || sz < 2 || size(a1) != sz {
 			return ErrNotEmulated
@@ -596,9 +646,7 @@ func (s *state) exec() error {
 		}
 		s.r.Set(a0.Reg, v)
 
-	case x86asm.SETA, x86asm.SETAE, x86asm.SETB, x86asm.SETBE, x86asm.SETE, x86asm.SETG,
-		x86asm.SETGE, x86asm.SETL, x86asm.SETLE, x86asm.SETNE, x86asm.SETNO, x86asm.SETNP,
-		x86asm.SETNS, x86asm.SETO, x86asm.SETP, x86asm.SETS:
+	case cSet:
 		if n != 1 || size(a0) != 1 {
 			return ErrNotEmulated
 		}
@@ -606,9 +654,11 @@ func (s *state) exec() error {
 		if cond(in.Cond, s.r.RFLAGS) {
 			v = 1
 		}
-		s.write(a0, 1, mem, v)
+		if err := s.write(a0, 1, mem, v); err != nil {
+			return err
+		}
 
-	case x86asm.JMP:
+	case cJmp:
 		if n != 1 {
 			return ErrNotEmulated
 		}
@@ -618,8 +668,7 @@ func (s *state) exec() error {
 		}
 		return s.branch(t)
 
-	case x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JG, x86asm.JGE, x86asm.JL,
-		x86asm.JLE, x86asm.JNE, x86asm.JNO, x86asm.JNP, x86asm.JNS, x86asm.JO, x86asm.JP, x86asm.JS:
+	case cJcc:
 		if n != 1 || a0.Kind != decode.ArgRel {
 			return ErrNotEmulated
 		}
@@ -629,7 +678,7 @@ func (s *state) exec() error {
 		}
 		return s.branch(t)
 
-	case x86asm.JRCXZ, x86asm.JECXZ:
+	case cJrcxz:
 		if n != 1 || a0.Kind != decode.ArgRel {
 			return ErrNotEmulated
 		}
@@ -643,12 +692,11 @@ func (s *state) exec() error {
 		}
 		return s.branch(t)
 
-	case x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE:
+	case cLoop:
 		if n != 1 || a0.Kind != decode.ArgRel {
 			return ErrNotEmulated
 		}
 		c := s.r.GPR[regs.RCX] - 1
-		s.r.GPR[regs.RCX] = c
 		taken := c != 0
 		switch in.Op {
 		case x86asm.LOOPE:
@@ -660,9 +708,13 @@ func (s *state) exec() error {
 		if taken {
 			t = a0.Imm
 		}
-		return s.branch(t)
+		if err := s.branch(t); err != nil {
+			return err
+		}
+		s.r.GPR[regs.RCX] = c
+		return nil
 
-	case x86asm.CALL:
+	case cCall:
 		if n != 1 {
 			return ErrNotEmulated
 		}
@@ -670,13 +722,16 @@ func (s *state) exec() error {
 		if err != nil {
 			return err
 		}
-		if err := s.branch(t); err != nil {
+		if err := checkTarget(t); err != nil {
 			return err
 		}
-		s.push(next)
+		if err := s.push(next); err != nil {
+			return err
+		}
+		s.r.RIP = t
 		return nil
 
-	case x86asm.RET:
+	case cRet:
 		if n > 1 || (n == 1 && a0.Kind != decode.ArgImm) {
 			return ErrNotEmulated
 		}
@@ -688,21 +743,23 @@ func (s *state) exec() error {
 		if err := s.branch(t); err != nil {
 			return err
 		}
-		s.r.GPR[regs.RSP] = sp + 8
+		sp += 8
 		if n == 1 {
-			s.r.GPR[regs.RSP] += a0.Imm & 0xffff
+			sp += a0.Imm & 0xffff
 		}
+		s.r.GPR[regs.RSP] = sp
 		return nil
 
-	case x86asm.LEAVE:
+	case cLeave:
 		if n != 0 || in.OpSize != 8 {
 			return ErrNotEmulated
 		}
-		s.r.GPR[regs.RSP] = s.r.GPR[regs.RBP]
-		v, err := s.pop()
+		bp := s.r.GPR[regs.RBP]
+		v, err := s.load(bp, 8)
 		if err != nil {
 			return err
 		}
+		s.r.GPR[regs.RSP] = bp + 8
 		s.r.GPR[regs.RBP] = v
 
 	default:
@@ -729,27 +786,30 @@ func (s *state) target(a *decode.Arg, mem uint64) (uint64, error) {
 
 // prefixesOK applies the rules for prefixes that change what an
 // instruction does beyond the sizes its operands carry.
-func prefixesOK(in *decode.Insn, p uint8, memArg bool) bool {
+func prefixesOK(in *decode.Insn, class, p uint8, memArg bool) bool {
+	if p&pLock != 0 {
+		return false
+	}
+	if in.RIPRel && p&p67 != 0 {
+		// eip-relative: decode refuses it, and so does Step.
+		return false
+	}
 	// branch: near branches; fixed: instructions whose operand size is 64
 	// bits in 64-bit mode whatever REX.W says.
 	branch, fixed := false, false
-	switch in.Op {
-	case x86asm.PUSH, x86asm.POP, x86asm.LEAVE:
+	switch class {
+	case cPush, cPop, cLeave, cJrcxz, cLoop:
 		fixed = true
-	case x86asm.JMP, x86asm.CALL, x86asm.RET, x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE,
-		x86asm.JE, x86asm.JG, x86asm.JGE, x86asm.JL, x86asm.JLE, x86asm.JNE, x86asm.JNO,
-		x86asm.JNP, x86asm.JNS, x86asm.JO, x86asm.JP, x86asm.JS:
+	case cJmp, cCall, cRet, cJcc:
 		branch = true
-	case x86asm.JRCXZ, x86asm.JECXZ, x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE:
-		fixed = true
 	}
 	// F2 and F3 select other instructions in front of many opcodes. They
 	// are part of ENDBR and PAUSE, and a branch hint (BND, or the "rep ret"
 	// of old compilers) that the CPU ignores on near branches.
 	if rep := p & (pF2 | pF3); rep != 0 {
 		switch {
-		case in.Op == x86asm.NOP && in.Inst.Op == 0, in.Op == x86asm.PAUSE:
-		case in.Op == x86asm.RET:
+		case class == cNop && in.Inst.Op == 0, class == cPause:
+		case class == cRet:
 		case branch && rep == pF2:
 		default:
 			return false

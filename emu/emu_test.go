@@ -602,37 +602,40 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+// notEmulated are instructions outside the emulated set.
+var notEmulated = []string{
+	"f0 48 01 08", // lock add
+	"48 87 08",    // xchg with memory: implicitly locked
+	"0f a2",       // cpuid
+	"66 55",       // 16-bit push
+	"66 5d",       // 16-bit pop
+	"66 c3",       // 16-bit ret
+	"66 ff e0",    // 16-bit jmp
+	"66 e8 00 00", // call with an operand-size prefix (decoded as rel16 or refused)
+	"f3 48 a5",    // rep movsq
+	"f3 0f 1e c8", // rdsspd: not a NOP under shadow stacks
+	"f3 0f b8 c1", // popcnt
+	"67 e2 10",    // loop with ecx
+	"0f a0",       // push fs
+	"8c d8",       // mov eax, ds
+	"48 0f af c1", // imul
+	"f3 89 c8",    // mov with a stray rep prefix
+	"f2 48 01 c8", // add with a stray repne prefix
+	"8f 00",       // pop to memory
+	"d1 c0",       // rol
+	"c8 10 00 00", // enter
+	"0f 1e c8",    // hint nop space that is not 0f 1f /0
+	"66 63 c1",    // 16-bit movsxd
+	"66 c9",       // 16-bit leave
+	"48 0f c1 08", // xadd
+	"0f b1 08",    // cmpxchg
+	"f3 ff e0",    // rep jmp
+	"67 55",       // push with a meaningless address-size prefix
+	"48 8d c0",    // lea with a register source: invalid
+}
+
 func TestNotEmulated(t *testing.T) {
-	for _, code := range []string{
-		"f0 48 01 08", // lock add
-		"48 87 08",    // xchg with memory: implicitly locked
-		"0f a2",       // cpuid
-		"66 55",       // 16-bit push
-		"66 5d",       // 16-bit pop
-		"66 c3",       // 16-bit ret
-		"66 ff e0",    // 16-bit jmp
-		"66 e8 00 00", // call with an operand-size prefix (decoded as rel16 or refused)
-		"f3 48 a5",    // rep movsq
-		"f3 0f 1e c8", // rdsspd: not a NOP under shadow stacks
-		"f3 0f b8 c1", // popcnt
-		"67 e2 10",    // loop with ecx
-		"0f a0",       // push fs
-		"8c d8",       // mov eax, ds
-		"48 0f af c1", // imul
-		"f3 89 c8",    // mov with a stray rep prefix
-		"f2 48 01 c8", // add with a stray repne prefix
-		"8f 00",       // pop to memory
-		"d1 c0",       // rol
-		"c8 10 00 00", // enter
-		"0f 1e c8",    // hint nop space that is not 0f 1f /0
-		"66 63 c1",    // 16-bit movsxd
-		"66 c9",       // 16-bit leave
-		"48 0f c1 08", // xadd
-		"0f b1 08",    // cmpxchg
-		"f3 ff e0",    // rep jmp
-		"67 55",       // push with a meaningless address-size prefix
-		"48 8d c0",    // lea with a register source: invalid
-	} {
+	for _, code := range notEmulated {
 		t.Run(strings.ReplaceAll(code, " ", ""), func(t *testing.T) {
 			b, err := hex.DecodeString(strings.ReplaceAll(code, " ", ""))
 			require.NoError(t, err)
