@@ -223,6 +223,9 @@ func (in *Insn) String() string {
 			}
 			return "endbr64"
 		}
+		if in.name != "" {
+			return in.name
+		}
 		return fmt.Sprintf("(unknown to the disassembler) % x", in.Code())
 	}
 	return strings.TrimSpace(x86asm.IntelSyntax(in.Inst, in.Addr, nil))

@@ -68,14 +68,15 @@ func Decode(code []byte, pc uint64) (*Insn, error) {
 		return in, nil
 	}
 	if p.attr&aInv != 0 {
+		in.name = invalidNames[p.op]
 		in.Kind = Reject
-		in.Reason = fmt.Sprintf("opcode %#02x is invalid in 64-bit mode", p.op)
+		in.Reason = fmt.Sprintf("%s: invalid in 64-bit mode", in.name)
 		in.Uses = 0xffff
 		return in, nil
 	}
 
 	inst, xerr := x86Decode(code)
-	if xerr != nil || inst.Op == 0 || inst.Len == 0 {
+	if xerr != nil || inst.Op == 0 || inst.Len == 0 || misnamed(&p, inst.Op) {
 		return in.fallback(&p, code, fail)
 	}
 	if inst.Len != p.n && p.enc == encVEX && p.mp == map0F && p.op == 0x77 && p.modrmOff < 0 {
@@ -120,7 +121,10 @@ func isENDBR(p *parsed, code []byte) bool {
 // tables define it, it runs out of line with the tables' length; otherwise
 // the bytes are an error.
 func (in *Insn) fallback(p *parsed, code []byte, fail func(string, bool) (*Insn, error)) (*Insn, error) {
-	if !p.known() {
+	if !p.known() || (p.enc == encLegacy && p.mp == map1) {
+		// x86asm knows every valid one-byte-map instruction, so failing
+		// there means the form is invalid (lea with a register source,
+		// c6 /1, ...).
 		return fail("not an instruction: neither x86asm nor the opcode tables define it", false)
 	}
 	in.Uses = 0xffff
@@ -436,4 +440,30 @@ func (in *Insn) fixInstRIP(p *parsed, code []byte) {
 			return
 		}
 	}
+}
+
+// invalidNames names the one-byte opcodes that 64-bit mode removed.
+var invalidNames = map[byte]string{
+	0x06: "push es", 0x07: "pop es", 0x0e: "push cs", 0x16: "push ss", 0x17: "pop ss",
+	0x1e: "push ds", 0x1f: "pop ds", 0x27: "daa", 0x2f: "das", 0x37: "aaa", 0x3f: "aas",
+	0x60: "pusha", 0x61: "popa", 0x82: "82 (alias of the 80 group)", 0x9a: "call far ptr16:32",
+	0xce: "into", 0xd4: "aam", 0xd6: "salc", 0xea: "jmp far ptr16:32",
+}
+
+// misnamed reports x86asm decodings whose length is right but whose
+// operation is not the instruction the CPU runs: UMONITOR, UMWAIT and TPAUSE
+// (f3/f2/66 0f ae /6 with a register) come out as MFENCE, CLFLUSHOPT and
+// CLWB (66 0f ae /7, /6) as CLFLUSH and XSAVEOPT. Such instructions are
+// treated as unknown to x86asm: they run out of line, using every register.
+func misnamed(p *parsed, op x86asm.Op) bool {
+	if p.enc != encLegacy || p.mp != map0F || p.op != 0xae || (!p.op16 && p.rep == 0) {
+		return false
+	}
+	switch op {
+	case x86asm.MFENCE, x86asm.LFENCE, x86asm.SFENCE, x86asm.CLFLUSH, x86asm.XSAVEOPT, x86asm.XSAVEOPT64,
+		x86asm.FXSAVE, x86asm.FXSAVE64, x86asm.FXRSTOR, x86asm.FXRSTOR64, x86asm.LDMXCSR, x86asm.STMXCSR,
+		x86asm.XSAVE, x86asm.XSAVE64, x86asm.XRSTOR, x86asm.XRSTOR64:
+		return true
+	}
+	return false
 }

@@ -129,6 +129,8 @@ type Insn struct {
 	// package regs) that the instruction reads or writes, implicitly too. A
 	// scratch register for rewriting a rip-relative operand must be outside it.
 	Uses uint16
+
+	name string // for instructions x86asm does not decode, when known
 }
 
 // Next returns the address of the instruction that follows in.

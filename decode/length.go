@@ -319,7 +319,9 @@ prefixes:
 				continue
 			}
 			if nb >= 0x40 && nb <= 0x4f {
-				continue
+				// The manuals allow one REX; what CPUs do with two is
+				// not documented.
+				return p, &lengthError{why: "two REX prefixes in a row"}
 			}
 			break prefixes
 		default:

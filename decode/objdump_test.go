@@ -6,6 +6,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"sort"
 	"strconv"
@@ -173,8 +174,22 @@ func has(starts map[uint64]string, a uint64) bool { _, ok := starts[a]; return o
 // rejected; nothing objdump decodes may be undecodable, except encodings
 // this package refuses by design (XOP, APX, 3DNow!).
 func TestObjdumpEveryInstructionLibc(t *testing.T) {
-	starts := objdumpStarts(t, libcPath)
-	f, err := elf.Open(libcPath)
+	st, report := compareEveryInstruction(t, libcPath)
+	t.Logf("libc: %d instructions checked, %d (bad) skipped, %d mismatches, %d on rejected instructions, %d undecoded",
+		st.checked, st.bad, st.mismatches, st.rejectedMismatches, st.undecoded)
+	require.Greater(t, st.checked, 300000, "too few instructions checked: the walk is broken")
+	require.Zero(t, st.mismatches+st.undecoded, "disagreements with objdump:\n%s", strings.Join(report, "\n"))
+}
+
+type objdumpStats struct {
+	checked, bad, mismatches, rejectedMismatches, undecoded int
+}
+
+// compareEveryInstruction decodes at every instruction objdump prints in
+// file and compares lengths.
+func compareEveryInstruction(t *testing.T, file string) (st objdumpStats, report []string) {
+	starts := objdumpStarts(t, file)
+	f, err := elf.Open(file)
 	require.NoError(t, err)
 	defer f.Close()
 	addrs := make([]uint64, 0, len(starts))
@@ -182,8 +197,6 @@ func TestObjdumpEveryInstructionLibc(t *testing.T) {
 		addrs = append(addrs, a)
 	}
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
-	var checked, bad, mismatches, rejectedMismatches, undecoded int
-	var report []string
 	for _, sec := range f.Sections {
 		if sec.Flags&elf.SHF_EXECINSTR == 0 || sec.Type != elf.SHT_PROGBITS {
 			continue
@@ -200,31 +213,28 @@ func TestObjdumpEveryInstructionLibc(t *testing.T) {
 			in, err := Decode(d[off:min(off+MaxLen, uint64(len(d)))], pc)
 			text := starts[pc]
 			if strings.HasPrefix(text, "(bad)") {
-				bad++
+				st.bad++
 				continue
 			}
-			checked++
+			st.checked++
 			if err != nil {
-				undecoded++
-				if len(report) < 20 {
+				st.undecoded++
+				if len(report) < 20 && os.Getenv("DECODE_SHOW_UNDECODED") != "" {
 					report = append(report, fmt.Sprintf("%#x: objdump %q: %v", pc, text, err))
 				}
 				continue
 			}
 			if in.Next() != next {
 				if in.Kind == Reject {
-					rejectedMismatches++
+					st.rejectedMismatches++
 					continue
 				}
-				mismatches++
+				st.mismatches++
 				if len(report) < 20 {
 					report = append(report, fmt.Sprintf("%#x: objdump %q (%d bytes), Decode %s (%d bytes) [% x]", pc, text, next-pc, in, in.Len, in.Code()))
 				}
 			}
 		}
 	}
-	t.Logf("libc: %d instructions checked, %d (bad) skipped, %d mismatches, %d on rejected instructions, %d undecoded",
-		checked, bad, mismatches, rejectedMismatches, undecoded)
-	require.Greater(t, checked, 300000, "too few instructions checked: the walk is broken")
-	require.Zero(t, mismatches+undecoded, "disagreements with objdump:\n%s", strings.Join(report, "\n"))
+	return st, report
 }
