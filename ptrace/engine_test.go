@@ -3,11 +3,18 @@ package ptrace
 import (
 	"bytes"
 	"context"
+	"debug/elf"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
+	"runtime"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -21,6 +28,18 @@ func child(mode string, env ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), childEnv+"="+mode), env...)
 	return cmd
+}
+
+// start runs cmd under the tracer, and makes sure it is gone when the test
+// ends however it ends.
+func start(t *testing.T, cmd *exec.Cmd) *Process {
+	p, err := Start(cmd)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		p.Detach()
+		cmd.Process.Kill()
+	})
+	return p
 }
 
 func untraced(t *testing.T, mode string, env ...string) string {
@@ -38,18 +57,13 @@ func TestProbeEveryPrologue(t *testing.T) {
 			var out bytes.Buffer
 			cmd.Stdout = &out
 			cmd.Stderr = os.Stderr
-			p, err := Start(cmd)
-			require.NoError(t, err)
+			p := start(t, cmd)
 			probes := map[asmfuncs.Site]*Probe{}
 			for s := asmfuncs.Site(0); s < asmfuncs.NumSites; s++ {
-				if s == asmfuncs.SiteTrap {
+				if s == asmfuncs.SiteTrap || s == asmfuncs.SiteUd2 {
 					continue
 				}
-				st := strat
-				if strat == OutOfLine && s == asmfuncs.SiteCallLeaf {
-					st = OutOfLine
-				}
-				pr, err := p.Insert(asmfuncs.Addr(s), st, func(tid int, pr *Probe, r *regs.Regs, m memio.Memory) {
+				pr, err := p.Insert(asmfuncs.Addr(s), strat, func(tid int, pr *Probe, r *regs.Regs, m memio.Memory) {
 					if r.RIP != pr.Addr {
 						panic("rip is not the probe's address")
 					}
@@ -70,4 +84,274 @@ func TestProbeEveryPrologue(t *testing.T) {
 			assert.True(t, strings.TrimSpace(want) != "")
 		})
 	}
+}
+
+func runCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// A load that faults under emulation runs on the CPU, which raises the
+// genuine SIGSEGV at the genuine address: the Go runtime in the tracee turns
+// it into a recoverable panic only if the pc is its own code.
+func TestFaultReachesTracee(t *testing.T) {
+	want := untraced(t, "fault")
+	require.Contains(t, want, "recovered: runtime error: invalid memory address")
+	for _, strat := range []Strategy{Auto, OutOfLine, SingleStep} {
+		t.Run(strat.String(), func(t *testing.T) {
+			cmd := child("fault")
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			p := start(t, cmd)
+			pr, err := p.Insert(asmfuncs.Addr(asmfuncs.SiteDeref), strat, nil)
+			require.NoError(t, err)
+			exit, err := p.Run(runCtx(t))
+			require.NoError(t, err)
+			assert.Equal(t, &Exit{}, exit)
+			assert.Equal(t, want, out.String())
+			assert.Equal(t, uint64(1), pr.Hits())
+		})
+	}
+}
+
+// SIGTRAPs the tracee sends itself reach its handler with probes in place.
+// (The Go runtime dies on its own int3 even untraced; the C test covers that.)
+func TestOwnSIGTRAPReachesTracee(t *testing.T) {
+	cmd := child("trap")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	p := start(t, cmd)
+	pr, err := p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP), Auto, nil)
+	require.NoError(t, err)
+	exit, err := p.Run(runCtx(t))
+	require.NoError(t, err)
+	assert.Equal(t, 0, exit.Code)
+	assert.Equal(t, "got 2 SIGTRAP\n", out.String())
+	assert.Equal(t, uint64(2), pr.Hits())
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	cmd := child("calls", "N=1")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	p := start(t, cmd)
+	m, err := memio.OpenProcess(p.Pid())
+	require.NoError(t, err)
+	defer m.Close()
+	text := func() []byte {
+		b := make([]byte, 0x200)
+		_, err := m.ReadAt(b, int64(asmfuncs.Addr(asmfuncs.SitePushRBP)&^0xff))
+		require.NoError(t, err)
+		return b
+	}
+	before := text()
+	cases := []struct {
+		name string
+		addr uint64
+		want string
+	}{
+		{"unmapped", 0x10, "not mapped"},
+		{"data, not executable", uint64(uintptr(unsafe.Pointer(&asmfuncs.Word))), "not executable"},
+		{"the program's own int3 (cc)", asmfuncs.Addr(asmfuncs.SiteTrap), "already holds an INT3"},
+		{"ud2 (0f 0b), rejected", asmfuncs.Addr(asmfuncs.SiteUd2), "undefined instruction"},
+		{"inside push rbp's neighbour mov (48 8b 04 24)", asmfuncs.Addr(asmfuncs.SitePushRBP) + 2, ""},
+	}
+	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP)+1, Auto, nil)
+	require.NoError(t, err, "mov rax,[rsp] after push rbp")
+	for _, c := range cases {
+		_, err := p.Insert(c.addr, Auto, nil)
+		require.Error(t, err, c.name)
+		assert.Contains(t, err.Error(), c.want, c.name)
+		t.Log(err)
+	}
+	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP)+1, Emulate, nil)
+	assert.NoError(t, err, "a second probe at the same address")
+	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP)+1, SingleStep, nil)
+	assert.Error(t, err, "a second probe cannot change the strategy")
+	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SiteCpuid), Emulate, nil)
+	assert.ErrorContains(t, err, "cannot be emulated")
+
+	after := text()
+	off := asmfuncs.Addr(asmfuncs.SitePushRBP)&0xff + 1
+	assert.Equal(t, byte(0xcc), after[off])
+	after[off] = before[off]
+	assert.Equal(t, before, after, "only the accepted probe's byte changed")
+	base, _ := p.XOL()
+	assert.Zero(t, base, "no XOL area for emulated probes")
+
+	_, err = p.Run(runCtx(t))
+	require.NoError(t, err)
+	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SiteLea), Auto, nil)
+	assert.ErrorContains(t, err, "no longer traced")
+	_, err = Attach(p.Pid())
+	assert.Error(t, err, "a process that is gone")
+
+	_, err = Start(exec.Command("/nonexistent/program"))
+	assert.Error(t, err)
+}
+
+// Two probes at one address share one INT3 and both handlers run; Remove
+// takes one out, then the other, and the tracee runs on untouched.
+func TestTwoProbesOneAddressAndRemove(t *testing.T) {
+	want := untraced(t, "calls", "N=200")
+	cmd := child("calls", "N=200")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	p := start(t, cmd)
+	addr := asmfuncs.Addr(asmfuncs.SiteSubRSP)
+	var a, b int
+	pa, err := p.Insert(addr, Auto, func(int, *Probe, *regs.Regs, memio.Memory) { a++ })
+	require.NoError(t, err)
+	var pb *Probe
+	pb, err = p.Insert(addr, Auto, func(_ int, pr *Probe, _ *regs.Regs, _ memio.Memory) {
+		b++
+		if b == 50 {
+			// Remove from inside a handler: runs inline on the tracer thread.
+			if err := p.Remove(pa); err != nil {
+				panic(err)
+			}
+		}
+		if b == 100 {
+			if err := p.Remove(pr); err != nil {
+				panic(err)
+			}
+		}
+	})
+	require.NoError(t, err)
+	exit, err := p.Run(runCtx(t))
+	require.NoError(t, err)
+	assert.Equal(t, 0, exit.Code)
+	assert.Equal(t, want, out.String())
+	assert.Equal(t, 50, a)
+	assert.Equal(t, 100, b)
+	assert.Equal(t, uint64(50), pa.Hits())
+	assert.Equal(t, uint64(100), pb.Hits())
+	assert.Error(t, p.Remove(pa))
+}
+
+// Attach to a running process, probe it with every strategy, cancel the
+// context: the process is left running with its text as in the file and no
+// XOL area.
+func TestAttachCancelDetach(t *testing.T) {
+	cmd := child("sleep")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	line := make([]byte, 6)
+	_, err = io.ReadFull(stdout, line)
+	require.NoError(t, err)
+
+	p, err := Attach(cmd.Process.Pid)
+	require.NoError(t, err)
+	var probes []*Probe
+	for s, strat := range map[asmfuncs.Site]Strategy{
+		asmfuncs.SitePushRBP: Emulate, asmfuncs.SiteRipLoad: OutOfLine,
+		asmfuncs.SiteCpuid: OutOfLine, asmfuncs.SiteLea: SingleStep, asmfuncs.SiteCallLeaf: OutOfLine,
+	} {
+		pr, err := p.Insert(asmfuncs.Addr(s), strat, nil)
+		require.NoError(t, err, "%v", s)
+		probes = append(probes, pr)
+	}
+	base, size := p.XOL()
+	require.NotZero(t, base)
+	require.True(t, hasMapping(t, cmd.Process.Pid, base, base+size))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// Wait for hits while the tracee mostly sleeps in nanosleep.
+		for probes[0].Hits() < 20 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	start := time.Now()
+	exit, err := p.Run(ctx)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Nil(t, exit)
+	assert.Less(t, time.Since(start), 10*time.Second)
+	for _, pr := range probes {
+		// The loop calls each once per round; the cancel lands mid-round.
+		assert.GreaterOrEqual(t, pr.Hits(), uint64(19), "%v", pr.Insn)
+	}
+
+	// The text equals the file's, the XOL area is gone, the process runs.
+	assert.False(t, hasMapping(t, cmd.Process.Pid, base, base+size))
+	file := fileText(t, os.Args[0])
+	m, err := memio.OpenProcess(cmd.Process.Pid)
+	require.NoError(t, err)
+	defer m.Close()
+	for s := asmfuncs.Site(0); s < asmfuncs.NumSites; s++ {
+		got := make([]byte, 16)
+		_, err := m.ReadAt(got, int64(asmfuncs.Addr(s)))
+		require.NoError(t, err)
+		assert.Equal(t, file(asmfuncs.Addr(s), 16), got, "%v", s)
+	}
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, unix.Kill(cmd.Process.Pid, 0))
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	require.NoError(t, err)
+	assert.Contains(t, string(st), "TracerPid:\t0")
+}
+
+func hasMapping(t *testing.T, pid int, lo, hi uint64) bool {
+	ms, err := Maps(pid)
+	require.NoError(t, err)
+	for _, m := range ms {
+		if m.Start < hi && m.End > lo {
+			return true
+		}
+	}
+	return false
+}
+
+// fileText returns a reader of an executable's bytes by virtual address.
+func fileText(t *testing.T, path string) func(addr uint64, n int) []byte {
+	f, err := elf.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return func(addr uint64, n int) []byte {
+		for _, prog := range f.Progs {
+			if prog.Type == elf.PT_LOAD && addr >= prog.Vaddr && addr+uint64(n) <= prog.Vaddr+prog.Filesz {
+				b := make([]byte, n)
+				_, err := prog.ReadAt(b, int64(addr-prog.Vaddr))
+				require.NoError(t, err)
+				return b
+			}
+		}
+		t.Fatalf("%#x not in %s", addr, path)
+		return nil
+	}
+}
+
+// The hit path allocates nothing: thousands of hits, emulated, cost fewer
+// allocations in the whole test process than one per hundred hits.
+func TestHitDoesNotAllocate(t *testing.T) {
+	const n = 5000
+	cmd := child("calls", "N=5000")
+	cmd.Stdout = io.Discard
+	p := start(t, cmd)
+	var probes []*Probe
+	for _, s := range []asmfuncs.Site{asmfuncs.SitePushRBP, asmfuncs.SiteSubRSP, asmfuncs.SiteLea, asmfuncs.SiteCallLeaf} {
+		pr, err := p.Insert(asmfuncs.Addr(s), Emulate, func(int, *Probe, *regs.Regs, memio.Memory) {})
+		require.NoError(t, err)
+		probes = append(probes, pr)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := p.Run(runCtx(t))
+	runtime.ReadMemStats(&after)
+	require.NoError(t, err)
+	hits := uint64(0)
+	for _, pr := range probes {
+		hits += pr.Hits()
+	}
+	require.Equal(t, uint64(4*n), hits)
+	allocs := after.Mallocs - before.Mallocs
+	t.Logf("%d allocations for %d hits", allocs, hits)
+	assert.Less(t, float64(allocs)/float64(hits), 0.01)
 }

@@ -148,7 +148,7 @@ type Process struct {
 	threads  map[int]*thread
 	xol      *xolArea
 	xolAt    uint64 // an executable address where a system call can be injected
-	stopped  bool // started stopped, awaiting Run
+	stopped  bool   // started stopped, awaiting Run
 	finished bool
 
 	done   chan struct{}
@@ -451,6 +451,11 @@ func (p *Process) Detach() error {
 // strategy), and both handlers run on each hit. strategy Auto picks from the
 // decoder's verdict.
 func (p *Process) Insert(addr uint64, strategy Strategy, h Handler) (*Probe, error) {
+	select {
+	case <-p.done:
+		return nil, fmt.Errorf("ptrace: process %d is no longer traced", p.pid)
+	default:
+	}
 	var pr *Probe
 	err := p.t.do(func() (err error) {
 		pr, err = p.insert(addr, strategy, h)
@@ -475,4 +480,16 @@ func (p *Process) Probes() []*Probe {
 		return nil
 	})
 	return out
+}
+
+// XOL returns the address and size of the process's XOL area, or 0, 0 when
+// none is mapped.
+func (p *Process) XOL() (base, size uint64) {
+	p.t.do(func() error {
+		if p.xol != nil {
+			base, size = p.xol.base, xolSize
+		}
+		return nil
+	})
+	return base, size
 }

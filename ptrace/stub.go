@@ -50,8 +50,8 @@ var launcherCode = []byte{
 // launcherExit is the status of a launcher whose execve failed.
 const launcherExit = 127
 
-// elf wraps code in a minimal static x86-64 executable loaded at 0x400000.
-func elf(code []byte) []byte {
+// elfImage wraps code in a minimal static x86-64 executable loaded at 0x400000.
+func elfImage(code []byte) []byte {
 	const base, hdr = 0x400000, 64 + 56
 	b := make([]byte, hdr+len(code))
 	copy(b, []byte{0x7f, 'E', 'L', 'F', 2, 1, 1})
@@ -97,7 +97,7 @@ func stubPaths() (sentinel, launcher string, err error) {
 				stubs.err = fmt.Errorf("ptrace: memfd_create: %w", err)
 				return ""
 			}
-			b := elf(code)
+			b := elfImage(code)
 			if n, err := unix.Write(fd, b); err != nil || n != len(b) {
 				stubs.err = fmt.Errorf("ptrace: writing %s: %v", name, err)
 				return ""

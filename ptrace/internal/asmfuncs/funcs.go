@@ -35,6 +35,9 @@ func Deref(p uintptr) uint64
 // Trap runs the program's own int3 (cc) and returns 1.
 func Trap() uint64
 
+// Ud2 starts with ud2 (0f 0b), which the decoder rejects. Never call it.
+func Ud2()
+
 // Word is what RipLoad reads.
 var Word uint64 = 0x1122334455667788
 
@@ -53,11 +56,12 @@ const (
 	SiteCpuid
 	SiteDeref
 	SiteTrap
+	SiteUd2
 	NumSites
 )
 
 var siteNames = [NumSites]string{"push rbp", "sub rsp", "mov eax,imm", "lea", "cmp rsp,[r14+16]",
-	"rip-relative mov", "call rel32", "cpuid", "mov rax,[rax]", "int3"}
+	"rip-relative mov", "call rel32", "cpuid", "mov rax,[rax]", "int3", "ud2"}
 
 func (s Site) String() string { return siteNames[s] }
 

@@ -1,0 +1,153 @@
+// The C tracee of the ptrace tests: threads calling probed functions while
+// signals arrive, its own int3 and SIGTRAP, a fork, a vfork, an exec.
+// Everything it prints on stdout is the same traced or not; stderr names
+// the threads and how many calls each made.
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NTHREADS 8
+#define NSIGNALS 200
+
+unsigned long f_push(unsigned long);   // push rbp
+unsigned long f_sub(unsigned long);    // sub rsp, 24
+unsigned long f_riprel(unsigned long); // mov rax, [rip+base]
+unsigned long g_sig(unsigned long);    // push rbx (called from the signal handler)
+void own_trap(void);                   // int3
+
+unsigned long base = 1000;
+
+__asm__(".text\n"
+        ".globl f_push\n.type f_push,@function\nf_push:\n"
+        "\tpush %rbp\n\tmov %rsp,%rbp\n\tlea 1(%rdi),%rax\n\tpop %rbp\n\tret\n"
+        ".globl f_sub\n.type f_sub,@function\nf_sub:\n"
+        "\tsub $24,%rsp\n\tlea 2(%rdi),%rax\n\tadd $24,%rsp\n\tret\n"
+        ".globl f_riprel\n.type f_riprel,@function\nf_riprel:\n"
+        "\tmov base(%rip),%rax\n\tadd %rdi,%rax\n\tret\n"
+        ".globl g_sig\n.type g_sig,@function\ng_sig:\n"
+        "\tpush %rbx\n\tlea 3(%rdi),%rax\n\tpop %rbx\n\tret\n"
+        ".globl own_trap\n.type own_trap,@function\nown_trap:\n"
+        "\tint3\n\tret\n");
+
+static long iters;
+static atomic_ulong sig_handled, sig_sum, traps;
+static atomic_int signals_done;
+static volatile unsigned long sig_arg;
+
+static void on_usr1(int sig) {
+	(void)sig;
+	atomic_fetch_add(&sig_sum, g_sig(sig_arg));
+	atomic_fetch_add(&sig_handled, 1);
+}
+
+static void on_trap(int sig) {
+	(void)sig;
+	atomic_fetch_add(&traps, 1);
+}
+
+struct worker {
+	pthread_t th;
+	long tid;
+	unsigned long sum, push, sub, rip;
+};
+
+static void *work(void *arg) {
+	struct worker *w = arg;
+	w->tid = syscall(SYS_gettid);
+	for (long i = 0; i < iters; i++) {
+		if (i % 2 == 0) {
+			w->sum += f_push(i);
+			w->push++;
+		} else {
+			w->sum += f_sub(i);
+			w->sub++;
+		}
+		if (i % 10 == 0) {
+			w->sum += f_riprel(i);
+			w->rip++;
+		}
+	}
+	while (!atomic_load(&signals_done))
+		sched_yield();
+	return NULL;
+}
+
+int main(int argc, char **argv) {
+	if (argc > 1 && strcmp(argv[1], "after-exec") == 0) {
+		unsigned long s = 0;
+		for (int i = 0; i < 5; i++)
+			s += f_push(i);
+		printf("after exec %lu\n", s);
+		return 0;
+	}
+	iters = argc > 1 ? atol(argv[1]) : 100000;
+	setvbuf(stdout, NULL, _IONBF, 0);
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_usr1;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = on_trap;
+	sigaction(SIGTRAP, &sa, NULL);
+
+	// The program's own breakpoint and a SIGTRAP it sends itself.
+	own_trap();
+	kill(getpid(), SIGTRAP);
+
+	struct worker w[NTHREADS];
+	memset(w, 0, sizeof w);
+	for (int i = 0; i < NTHREADS; i++)
+		pthread_create(&w[i].th, NULL, work, &w[i]);
+	// One signal at a time, each waited for, so none can merge with another.
+	for (unsigned long k = 0; k < NSIGNALS; k++) {
+		sig_arg = k;
+		pthread_kill(w[k % NTHREADS].th, SIGUSR1);
+		while (atomic_load(&sig_handled) != k + 1)
+			sched_yield();
+	}
+	atomic_store(&signals_done, 1);
+	unsigned long sum = 0;
+	for (int i = 0; i < NTHREADS; i++) {
+		pthread_join(w[i].th, NULL);
+		sum += w[i].sum;
+		fprintf(stderr, "tid %ld push %lu sub %lu rip %lu\n", w[i].tid, w[i].push, w[i].sub, w[i].rip);
+	}
+	printf("sum %lu signals %lu sigsum %lu traps %lu\n", sum, (unsigned long)sig_handled,
+	       (unsigned long)sig_sum, (unsigned long)traps);
+
+	// A fork child runs the probed functions free of the tracer.
+	pid_t c = fork();
+	if (c == 0) {
+		unsigned long s = 0;
+		for (int i = 0; i < 1000; i++)
+			s += f_push(i) + f_sub(i) + f_riprel(i);
+		_exit(s == 1000 * 999 / 2 * 3 + 1000 * 3 + 1000 * 1000 ? 0 : 1);
+	}
+	int st;
+	waitpid(c, &st, 0);
+	printf("fork child %s %d\n", WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+
+	// A vfork child shares the parent's memory, INT3s included.
+	c = vfork();
+	if (c == 0) {
+		f_sub(1);
+		f_sub(2);
+		_exit(0);
+	}
+	waitpid(c, &st, 0);
+	printf("vfork child %s %d\n", WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+	fprintf(stderr, "vfork %d\n", c);
+
+	execl("/proc/self/exe", argv[0], "after-exec", (char *)NULL);
+	perror("execl");
+	return 1;
+}

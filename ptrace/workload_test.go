@@ -1,0 +1,153 @@
+package ptrace
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/onetrap/onetrap/memio"
+	"github.com/onetrap/onetrap/regs"
+)
+
+var workload struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildWorkload compiles testdata/workload.c once per test run.
+func buildWorkload(t testing.TB) string {
+	workload.once.Do(func() {
+		dir, err := os.MkdirTemp("", "onetrap-workload")
+		if err != nil {
+			workload.err = err
+			return
+		}
+		workload.path = filepath.Join(dir, "workload")
+		out, err := exec.Command("cc", "-O1", "-pthread", "-no-pie", "-o", workload.path, "testdata/workload.c").CombinedOutput()
+		if err != nil {
+			workload.err = fmt.Errorf("cc: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, workload.err)
+	return workload.path
+}
+
+func symbols(t testing.TB, path string, names ...string) map[string]uint64 {
+	f, err := elf.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	syms, err := f.Symbols()
+	require.NoError(t, err)
+	out := map[string]uint64{}
+	for _, s := range syms {
+		for _, n := range names {
+			if s.Name == n {
+				out[n] = s.Value
+			}
+		}
+	}
+	require.Len(t, out, len(names))
+	return out
+}
+
+// Eight threads call probed functions 100,000 times each while SIGUSR1
+// signals arrive, one at a time, whose handler calls a probed function; the
+// program also raises its own int3 and SIGTRAP, forks a child that calls
+// the probed functions, vforks one that does too, and execs.
+func TestWorkloadThreadsSignalsForkExec(t *testing.T) {
+	const iters = 100000
+	path := buildWorkload(t)
+	sym := symbols(t, path, "f_push", "f_sub", "f_riprel", "g_sig")
+
+	var want bytes.Buffer
+	ucmd := exec.Command(path, fmt.Sprint(iters))
+	ucmd.Stdout = &want
+	require.NoError(t, ucmd.Run())
+
+	cmd := exec.Command(path, fmt.Sprint(iters))
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	execs := 0
+	var afterExec *Probe
+	p, err := Start(cmd, OnExec(func(p *Process) {
+		execs++
+		// The new image: probe it again.
+		var err error
+		afterExec, err = p.Insert(sym["f_push"], Auto, nil)
+		if err != nil {
+			panic(err)
+		}
+	}))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		p.Detach()
+		cmd.Process.Kill()
+	})
+
+	// Hits per probe and thread, counted on the tracer thread.
+	counts := map[string]map[int]int{}
+	count := func(name string) Handler {
+		counts[name] = map[int]int{}
+		return func(tid int, pr *Probe, r *regs.Regs, m memio.Memory) {
+			counts[name][tid]++
+		}
+	}
+	strategies := map[string]Strategy{"f_push": Auto, "f_sub": Auto, "f_riprel": OutOfLine, "g_sig": SingleStep}
+	probes := map[string]*Probe{}
+	for name, s := range strategies {
+		pr, err := p.Insert(sym[name], s, count(name))
+		require.NoError(t, err, name)
+		t.Logf("%s: %v, %v", name, pr.Insn, pr.Strategy)
+		probes[name] = pr
+	}
+	assert.Equal(t, Emulate, probes["f_push"].Strategy)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	exit, err := p.Run(ctx)
+	require.NoError(t, err)
+	t.Logf("%v in %v", exit, time.Since(start))
+	assert.Equal(t, &Exit{}, exit)
+	assert.Equal(t, want.String(), out.String(), "stdout, traced and not")
+	assert.Contains(t, out.String(), "signals 200 ")
+	assert.Contains(t, out.String(), "traps 2\n")
+	assert.Contains(t, out.String(), "fork child exit 0\n")
+	assert.Contains(t, out.String(), "vfork child exit 0\n")
+	assert.Equal(t, 1, execs)
+
+	// Each thread's own account of its calls against the hits seen.
+	var vfork int
+	threads := 0
+	for _, l := range strings.Split(errOut.String(), "\n") {
+		var tid, push, sub, rip int
+		if n, _ := fmt.Sscanf(l, "tid %d push %d sub %d rip %d", &tid, &push, &sub, &rip); n == 4 {
+			threads++
+			assert.Equal(t, push, counts["f_push"][tid], "f_push in thread %d", tid)
+			assert.Equal(t, sub, counts["f_sub"][tid], "f_sub in thread %d", tid)
+			assert.Equal(t, rip, counts["f_riprel"][tid], "f_riprel in thread %d", tid)
+		}
+		fmt.Sscanf(l, "vfork %d", &vfork)
+	}
+	assert.Equal(t, 8, threads)
+	require.NotZero(t, vfork)
+	assert.Equal(t, 2, counts["f_sub"][vfork], "the vfork child's calls")
+	assert.Equal(t, uint64(8*iters/2), probes["f_push"].Hits(), "no hit from the fork child")
+	assert.Equal(t, uint64(8*iters/2+2), probes["f_sub"].Hits())
+	assert.Equal(t, uint64(8*iters/10), probes["f_riprel"].Hits())
+	assert.Equal(t, uint64(200), probes["g_sig"].Hits())
+	require.NotNil(t, afterExec)
+	assert.Equal(t, uint64(5), afterExec.Hits())
+}
