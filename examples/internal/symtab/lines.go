@@ -36,7 +36,12 @@ func fileMatches(name, file string) bool {
 // (a line can start in several places, after inlining or loop rotation);
 // with only a Go pclntab, the lowest address of the line. file matches a
 // source path equal to it or ending in "/"+file.
-func (f *File) LineAddrs(file string, line int) ([]uint64, error) {
+func (f *File) LineAddrs(file string, line int) (addrs []uint64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			addrs, err = nil, fmt.Errorf("%s: corrupt line information: %v", f.Path, r)
+		}
+	}()
 	if line <= 0 {
 		return nil, fmt.Errorf("%s:%d: line numbers start at 1", file, line)
 	}
@@ -69,7 +74,6 @@ func (f *File) LineAddrs(file string, line int) ([]uint64, error) {
 		return nil, fmt.Errorf("%s: no source file matching %q in the Go pclntab", f.Path, file)
 	}
 	sort.Strings(names)
-	var addrs []uint64
 	for _, name := range names {
 		if pc, _, err := f.goTab.LineToPC(name, line); err == nil {
 			addrs = append(addrs, pc)
@@ -156,6 +160,11 @@ func dedup(a []uint64) []uint64 {
 // SourceLine returns the source file and line of the file address addr,
 // from DWARF or else the Go pclntab; ok is false when neither knows it.
 func (f *File) SourceLine(addr uint64) (file string, line int, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			file, line, ok = "", 0, false
+		}
+	}()
 	if f.goTab != nil {
 		if file, line, fn := f.goTab.PCToLine(addr); fn != nil && line > 0 {
 			return file, line, true

@@ -222,3 +222,45 @@ func TestGlob(t *testing.T) {
 }
 
 func sleepMs(n int) { time.Sleep(time.Duration(n) * time.Millisecond) }
+
+// FuzzParseSpec: any text parses or fails with an error, never a panic, and
+// a parsed spec names exactly one kind of location.
+func FuzzParseSpec(f *testing.F) {
+	for _, s := range []string{"malloc", "foo+0x10", "0x401000", "main.c:42", "libc:malloc%return arg1 rdi",
+		"a:b:c:7", "[a-", "*", "x%return%return", "libc.so.6:", "f n=arg2 e=EAX"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sp, err := ParseSpec(s)
+		if err != nil {
+			return
+		}
+		kinds := 0
+		for _, b := range []bool{sp.HasAddr, sp.File != "", sp.Func != ""} {
+			if b {
+				kinds++
+			}
+		}
+		if kinds != 1 {
+			t.Fatalf("%q parsed to %+v", s, sp)
+		}
+	})
+}
+
+func TestGlobLinear(t *testing.T) {
+	// A pattern that makes naive backtracking exponential.
+	pat := strings.Repeat("*a", 20) + "*b"
+	name := strings.Repeat("a", 200)
+	done := make(chan bool)
+	go func() {
+		ok, err := globMatch(pat, name)
+		assert.NoError(t, err)
+		done <- ok
+	}()
+	select {
+	case ok := <-done:
+		assert.False(t, ok)
+	case <-time.After(5 * time.Second):
+		t.Fatal("globMatch backtracks exponentially")
+	}
+}

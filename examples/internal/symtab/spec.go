@@ -215,9 +215,14 @@ func (s *Site) String() string {
 
 // Resolve turns a spec into sites of this file (the spec's Lib part is the
 // caller's business: it picked this file). Sites are ordered by address.
-func (f *File) Resolve(sp *Spec) ([]Site, error) {
-	var sites []Site
-	var err error
+func (f *File) Resolve(sp *Spec) (sites []Site, err error) {
+	// DWARF and pclntab readers index into file data: a corrupt file must
+	// give an error, not a panic.
+	defer func() {
+		if r := recover(); r != nil {
+			sites, err = nil, fmt.Errorf("probe %q: corrupt debug information in %s: %v", sp.Raw, f.Path, r)
+		}
+	}()
 	switch {
 	case sp.HasAddr:
 		sites, err = f.resolveAddr(sp.Addr)
@@ -447,81 +452,82 @@ func checkGlob(p string) error {
 
 // globMatch is path.Match without the special meaning of '/': '*' matches
 // any run of characters, '?' any one, [...] a class ([!...] or [^...]
-// negated, a-z ranges, '\' escapes).
+// negated, a-z ranges), '\' escapes. It backtracks only to the last '*',
+// so its time is at most proportional to len(pattern)*len(name).
 func globMatch(pattern, name string) (bool, error) {
-	for len(pattern) > 0 {
-		switch pattern[0] {
-		case '*':
-			for len(pattern) > 0 && pattern[0] == '*' {
-				pattern = pattern[1:]
+	px, nx := 0, 0
+	starP, starN := -1, -1
+	for px < len(pattern) || nx < len(name) {
+		if px < len(pattern) {
+			if pattern[px] == '*' {
+				starP, starN = px, nx
+				px++
+				continue
 			}
-			if pattern == "" {
-				return true, nil
-			}
-			for i := 0; i <= len(name); i++ {
-				ok, err := globMatch(pattern, name[i:])
-				if ok || err != nil {
-					return ok, err
+			if nx < len(name) {
+				ok, w, err := matchOne(pattern[px:], name[nx])
+				if err != nil {
+					return false, err
+				}
+				if ok {
+					px += w
+					nx++
+					continue
 				}
 			}
-			return false, nil
-		case '?':
-			if name == "" {
-				return false, nil
-			}
-			pattern, name = pattern[1:], name[1:]
-		case '[':
-			// The class runs to the first ']' after an optional negation and
-			// an optional leading ']' (which is then a member).
-			j := 1
-			neg := false
-			if j < len(pattern) && (pattern[j] == '!' || pattern[j] == '^') {
-				neg = true
-				j++
-			}
-			start := j
-			if j < len(pattern) && pattern[j] == ']' {
-				j++
-			}
-			k := strings.IndexByte(pattern[j:], ']')
-			if k < 0 {
-				return false, fmt.Errorf("unterminated [ in pattern %q", pattern)
-			}
-			class := pattern[start : j+k]
-			pattern = pattern[j+k+1:]
-			if name == "" {
-				return false, nil
-			}
-			c := name[0]
-			in := false
-			for i := 0; i < len(class); i++ {
-				if i+2 < len(class) && class[i+1] == '-' {
-					if class[i] <= c && c <= class[i+2] {
-						in = true
-					}
-					i += 2
-				} else if class[i] == c {
+		}
+		if starP >= 0 && starN < len(name) {
+			starN++
+			px, nx = starP+1, starN
+			continue
+		}
+		return false, checkGlob(pattern)
+	}
+	return true, nil
+}
+
+// matchOne matches the single-character element at the start of pattern
+// (a literal, '?', an escape or a class) against c, and returns the
+// element's width in the pattern.
+func matchOne(pattern string, c byte) (ok bool, width int, err error) {
+	switch pattern[0] {
+	case '?':
+		return true, 1, nil
+	case '\\':
+		if len(pattern) < 2 {
+			return false, 0, fmt.Errorf("trailing \\ in pattern")
+		}
+		return pattern[1] == c, 2, nil
+	case '[':
+		// The class runs to the first ']' after an optional negation and
+		// an optional leading ']' (which is then a member).
+		j := 1
+		neg := false
+		if j < len(pattern) && (pattern[j] == '!' || pattern[j] == '^') {
+			neg = true
+			j++
+		}
+		start := j
+		if j < len(pattern) && pattern[j] == ']' {
+			j++
+		}
+		k := strings.IndexByte(pattern[j:], ']')
+		if k < 0 {
+			return false, 0, fmt.Errorf("unterminated [ in pattern %q", pattern)
+		}
+		class := pattern[start : j+k]
+		in := false
+		for i := 0; i < len(class); i++ {
+			if i+2 < len(class) && class[i+1] == '-' {
+				if class[i] <= c && c <= class[i+2] {
 					in = true
 				}
+				i += 2
+			} else if class[i] == c {
+				in = true
 			}
-			if in == neg {
-				return false, nil
-			}
-			name = name[1:]
-		case '\\':
-			if len(pattern) < 2 {
-				return false, fmt.Errorf("trailing \\ in pattern")
-			}
-			if name == "" || name[0] != pattern[1] {
-				return false, nil
-			}
-			pattern, name = pattern[2:], name[1:]
-		default:
-			if name == "" || name[0] != pattern[0] {
-				return false, nil
-			}
-			pattern, name = pattern[1:], name[1:]
 		}
+		return in != neg, j + k + 1, nil
 	}
-	return name == "", nil
+	return pattern[0] == c, 1, nil
 }
