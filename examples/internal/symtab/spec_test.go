@@ -89,7 +89,6 @@ func TestGlob(t *testing.T) {
 	assert.False(t, globName("net/x*", "net/http.Get"))
 }
 
-
 // FuzzParseSpec: any text parses or fails with an error, never a panic, and
 // a parsed spec names exactly one kind of location.
 func FuzzParseSpec(f *testing.F) {
