@@ -27,6 +27,17 @@ func TestMain(m *testing.M) {
 			sum += asmfuncs.CallAll()
 		}
 		fmt.Println(sum)
+	case "bench-push":
+		n, _ := strconv.Atoi(os.Getenv("N"))
+		for i := 0; i < n; i++ {
+			asmfuncs.PushRBP()
+		}
+	case "bench-trap":
+		// Only under a tracer that swallows the SIGTRAPs.
+		n, _ := strconv.Atoi(os.Getenv("N"))
+		for i := 0; i < n; i++ {
+			asmfuncs.Trap()
+		}
 	case "fault":
 		// Deref of a bad pointer must panic with the genuine fault.
 		defer func() {
