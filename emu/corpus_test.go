@@ -164,6 +164,9 @@ func TestEmulableMatchesStep(t *testing.T) {
 	corpus = append(corpus, randomCode(40000)...)
 
 	rng := rand.New(rand.NewPCG(3, 4))
+	// One address space serves every step: what a successful step writes
+	// does not matter to the next, and a failed step must write nothing.
+	m := &countingMem{p: newPages(t)}
 	seen := map[string]bool{}
 	var nInsn, nEmulate, nStepped, nFault int
 	for _, code := range corpus {
@@ -184,49 +187,88 @@ func TestEmulableMatchesStep(t *testing.T) {
 				nEmulate++
 			}
 			for trial := 0; trial < 2; trial++ {
-				r := corpusState(rng)
-				p := newPages(t)
-				m := &countingMem{p: p}
-				before := r
-				err := emu.Step(in, &r, m)
-				var ie *emu.InternalError
-				if errors.As(err, &ie) {
-					t.Fatalf("% x (%v): %v", in.Code(), in, err)
-				}
-				if (in.Kind == decode.Emulate) == errors.Is(err, emu.ErrNotEmulated) {
-					t.Fatalf("% x (%v): kind %v (%s) but Step says %v", in.Code(), in, in.Kind, in.Reason, err)
-				}
-				if err != nil {
-					if !errors.Is(err, emu.ErrNotEmulated) {
-						var fault *memio.Fault
-						if !errors.As(err, &fault) {
-							t.Fatalf("% x (%v): error is neither ErrNotEmulated nor a Fault: %v", in.Code(), in, err)
-						}
-						nFault++
-					}
-					if r != before || m.writes != 0 {
-						t.Fatalf("% x (%v): failed with %v but changed state (writes %d)", in.Code(), in, err, m.writes)
-					}
-					continue
-				}
-				nStepped++
-				if m.writes > 1 {
-					t.Fatalf("% x (%v): %d memory writes", in.Code(), in, m.writes)
-				}
-				after := r
-				after.GPR, after.RIP = before.GPR, before.RIP
-				after.RFLAGS = after.RFLAGS&^emu.StatusFlags | before.RFLAGS&emu.StatusFlags
-				if after != before {
-					t.Fatalf("% x (%v): changed more than the general registers, rip and status flags", in.Code(), in)
-				}
-				if in.Flow == decode.FlowNone && r.RIP != in.Next() {
-					t.Fatalf("% x (%v): rip %#x, not the next instruction", in.Code(), in, r.RIP)
+				switch checkStep(t, in, corpusState(rng), m) {
+				case stepped:
+					nStepped++
+				case faulted:
+					nFault++
 				}
 			}
 		}
 	}
 	t.Logf("%d distinct instructions, %d emulable; %d steps succeeded, %d faulted", nInsn, nEmulate, nStepped, nFault)
 	require.Greater(t, nEmulate, 1000, "the corpus exercises the emulated set")
+}
+
+type outcome int
+
+const (
+	stepped outcome = iota
+	faulted
+	refused
+)
+
+// checkStep runs Step on in from r and checks what must hold whatever the
+// instruction: Kind and Step agree on what is emulated, Step does not panic
+// (an InternalError would say it did), a failed Step changes nothing, a
+// successful one writes memory at most once and changes only the general
+// registers, rip and the status flags.
+func checkStep(t testing.TB, in *decode.Insn, r regs.Regs, m *countingMem) outcome {
+	t.Helper()
+	m.writes = 0
+	before := r
+	err := emu.Step(in, &r, m)
+	var ie *emu.InternalError
+	if errors.As(err, &ie) {
+		t.Fatalf("% x (%v): %v", in.Code(), in, err)
+	}
+	if (in.Kind == decode.Emulate) == errors.Is(err, emu.ErrNotEmulated) {
+		t.Fatalf("% x (%v): kind %v (%s) but Step says %v", in.Code(), in, in.Kind, in.Reason, err)
+	}
+	if err != nil {
+		if r != before || m.writes != 0 {
+			t.Fatalf("% x (%v): failed with %v but changed state (writes %d)", in.Code(), in, err, m.writes)
+		}
+		if errors.Is(err, emu.ErrNotEmulated) {
+			return refused
+		}
+		var fault *memio.Fault
+		if !errors.As(err, &fault) {
+			t.Fatalf("% x (%v): error is neither ErrNotEmulated nor a Fault: %v", in.Code(), in, err)
+		}
+		return faulted
+	}
+	if m.writes > 1 {
+		t.Fatalf("% x (%v): %d memory writes", in.Code(), in, m.writes)
+	}
+	after := r
+	after.GPR, after.RIP = before.GPR, before.RIP
+	after.RFLAGS = after.RFLAGS&^emu.StatusFlags | before.RFLAGS&emu.StatusFlags
+	if after != before {
+		t.Fatalf("% x (%v): changed more than the general registers, rip and status flags", in.Code(), in)
+	}
+	if in.Flow == decode.FlowNone && r.RIP != in.Next() {
+		t.Fatalf("% x (%v): rip %#x, not the next instruction", in.Code(), in, r.RIP)
+	}
+	return stepped
+}
+
+// FuzzStep checks checkStep's invariants on arbitrary bytes and states.
+func FuzzStep(f *testing.F) {
+	for _, cases := range tables {
+		for _, c := range cases {
+			b, _ := hex.DecodeString(strings.ReplaceAll(c.code, " ", ""))
+			f.Add(b, uint64(1))
+		}
+	}
+	m := &countingMem{p: newPages(f)}
+	f.Fuzz(func(t *testing.T, code []byte, seed uint64) {
+		in, err := decode.Decode(code, codeAt)
+		if err != nil {
+			return
+		}
+		checkStep(t, in, corpusState(rand.New(rand.NewPCG(seed, seed>>32))), m)
+	})
 }
 
 // goBinary returns the path of the go command that runs the tests.
