@@ -46,8 +46,10 @@ var ErrNonCanonical = errors.New("non-canonical address")
 // errNoMemory is returned when an instruction needs memory and Step was given none.
 var errNoMemory = errors.New("emu: instruction accesses memory but no memory was given")
 
-// InternalError reports a defect in Step that would otherwise have panicked:
-// nothing was changed. It carries the instruction and the panic value.
+// InternalError reports a defect in Step: a panic, recovered so that it never
+// escapes into the tracer. Step changes registers only after everything that
+// can fail or panic, so they and memory are left as they were. It carries the
+// instruction and the panic value.
 type InternalError struct {
 	Addr  uint64
 	Bytes []byte
@@ -353,8 +355,8 @@ func (s *state) branch(target uint64) error {
 	return nil
 }
 
-// exec applies s.in to s.r and records its memory write. It returns
-// ErrNotEmulated, before changing anything, for a form outside the set.
+// exec applies s.in to s.r and s.m. It returns ErrNotEmulated, before
+// changing anything, for a form outside the set.
 func (s *state) exec() error {
 	in := s.in
 	var class uint8
