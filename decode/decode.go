@@ -121,10 +121,7 @@ func isENDBR(p *parsed, code []byte) bool {
 // tables define it, it runs out of line with the tables' length; otherwise
 // the bytes are an error.
 func (in *Insn) fallback(p *parsed, code []byte, fail func(string, bool) (*Insn, error)) (*Insn, error) {
-	if !p.known() || (p.enc == encLegacy && p.mp == map1) {
-		// x86asm knows every valid one-byte-map instruction, so failing
-		// there means the form is invalid (lea with a register source,
-		// c6 /1, ...).
+	if !fallbackOK(p) {
 		return fail("not an instruction: neither x86asm nor the opcode tables define it", false)
 	}
 	in.Uses = 0xffff
@@ -327,6 +324,10 @@ func (in *Insn) finish(p *parsed) {
 		in.Kind, in.Reason = Reject, fmt.Sprintf("%s: %s", in.mnemonic(), why)
 		return
 	}
+	if p.lock && !lockable(in) {
+		in.Kind, in.Reason = Reject, fmt.Sprintf("%s: lock prefix on an instruction that cannot be locked (the CPU raises #UD)", in.mnemonic())
+		return
+	}
 	if in.Lock {
 		in.Kind, in.Reason = OutOfLine, "locked: another thread may access the memory at the same time, so the CPU must do it atomically"
 		return
@@ -464,6 +465,68 @@ func misnamed(p *parsed, op x86asm.Op) bool {
 		x86asm.FXSAVE, x86asm.FXSAVE64, x86asm.FXRSTOR, x86asm.FXRSTOR64, x86asm.LDMXCSR, x86asm.STMXCSR,
 		x86asm.XSAVE, x86asm.XSAVE64, x86asm.XRSTOR, x86asm.XRSTOR64:
 		return true
+	}
+	return false
+}
+
+// fallbackOK lists the instructions x86asm does not decode that the tables
+// may measure: the families x86asm lacks (ADCX/ADOX, MOVDIRI, MOVDIR64B,
+// ENQCMD, GFNI, the 0f 01, 0f ae and 0f c7 groups, hint NOPs, BMI and
+// AVX-VNNI), and the system opcodes that are then rejected by name. Any
+// other byte string x86asm refuses is an invalid form (lea with a register
+// source, a missing mandatory prefix, ...) and an error.
+func fallbackOK(p *parsed) bool {
+	if !p.known() {
+		return false
+	}
+	switch p.enc {
+	case encVEX:
+		if p.mp == map0F38 && p.op >= 0x50 && p.op <= 0x53 && p.vpp != 1 {
+			return false // AVX-VNNI needs 66
+		}
+		return vexKnown[p.mp][p.op]
+	case encEVEX:
+		return false
+	}
+	noPrefix := !p.op16 && p.rep == 0
+	only66 := p.op16 && p.rep == 0
+	switch p.mp {
+	case map0F:
+		switch p.op {
+		case 0x00, 0x01, 0x06, 0x07, 0x08, 0x09, 0x0d, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+			0x20, 0x21, 0x22, 0x23, 0x30, 0x32, 0x34, 0x35, 0x37, 0x78, 0x79, 0xae, 0xc7:
+			return true
+		}
+	case map0F38:
+		switch p.op {
+		case 0xf6: // ADCX (66), ADOX (f3)
+			return only66 || (!p.op16 && p.rep == 0xf3)
+		case 0xf8: // MOVDIR64B (66), ENQCMDS (f2), ENQCMD (f3)
+			return p.hasMem() && (p.op16 != (p.rep != 0))
+		case 0xf9: // MOVDIRI
+			return p.hasMem() && noPrefix
+		case 0xcf: // GF2P8MULB
+			return only66
+		case 0x80, 0x81, 0x82: // INVEPT, INVVPID, INVPCID: rejected
+			return only66
+		}
+	case map0F3A:
+		switch p.op {
+		case 0xce, 0xcf: // GF2P8AFFINEQB, GF2P8AFFINEINVQB
+			return only66
+		}
+	}
+	return false
+}
+
+// lockable reports whether a LOCK prefix is legal on in: one of the
+// read-modify-write instructions, with a memory destination.
+func lockable(in *Insn) bool {
+	switch in.Op {
+	case x86asm.ADD, x86asm.ADC, x86asm.AND, x86asm.BTC, x86asm.BTR, x86asm.BTS, x86asm.CMPXCHG,
+		x86asm.CMPXCHG8B, x86asm.CMPXCHG16B, x86asm.DEC, x86asm.INC, x86asm.NEG, x86asm.NOT, x86asm.OR,
+		x86asm.SBB, x86asm.SUB, x86asm.XOR, x86asm.XADD, x86asm.XCHG:
+		return in.Args[0].Kind == ArgMem
 	}
 	return false
 }

@@ -523,6 +523,11 @@ var errorTests = []struct {
 	{"f3 c5 f8 77", "VEX after", false},
 	{"48 c5 f8 77", "VEX after", false},
 	{"66 62 f1 7d 48 70 c1 1b", "EVEX after", false},
+	{"0f 38 29 c1", "not an instruction", false},    // pcmpeqq without its 66
+	{"f2 0f 38 f6 c1", "not an instruction", false}, // f6 with f2 is nothing
+	{"0f 38 f9 c1", "not an instruction", false},    // movdiri needs memory
+	{"0f 3a 0f c1", "truncated", true},              // palignr missing imm8
+	{"62 f1 7d 48 70 c1", "truncated", true},
 	{"66 66 66 66 66 66 66 66 66 66 66 66 66 66 66 90", "longer than 15", false},
 	{"66 66 66 66 66 66 66 66 66 66 66 66 66 48 b8 00 00 00 00", "longer than 15", false},
 	{"26 26 26 26 26 26 26 26 26 26 26 26 26 26 26", "longer than 15", false},
@@ -645,6 +650,10 @@ var rejectTests = []struct {
 	{"67 48 8d 05 00 00 00 00", "eip-relative"},
 	{"67 c4 e2 78 f2 05 00 00 00 00", "eip-relative"}, // andn, by the tables when x86asm refuses 67 before VEX
 	{"67 66 0f 38 f6 05 00 00 00 00", "eip-relative"}, // unknown to x86asm
+	{"f0 90", "cannot be locked"},
+	{"f0 01 c0", "cannot be locked"}, // lock add eax, eax: register destination
+	{"f0 8b 00", "cannot be locked"}, // lock mov
+	{"f0 66 0f e2 00", "cannot be locked"},
 	{"66 c3", "66"},
 	{"66 74 00", "66"},
 	{"66 ff e0", "66"},

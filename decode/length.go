@@ -65,6 +65,7 @@ type parsed struct {
 	immOff   int
 	immSize  int
 	attr     uint16
+	vpp      byte // VEX/EVEX pp field: 0 none, 1 66, 2 f3, 3 f2
 }
 
 // mod, reg and rm fields of the ModRM byte.
@@ -406,12 +407,14 @@ func parseVEX(code []byte, i int, p parsed) (parsed, *lengthError) {
 			return p, errTruncated
 		}
 		mp, next = map0F, i+2
+		p.vpp = code[i+1] & 3
 	} else {
 		if i+2 >= len(code) {
 			return p, errTruncated
 		}
 		mp = code[i+1] & 0x1f
 		p.w = code[i+2]&0x80 != 0
+		p.vpp = code[i+2] & 3
 		next = i + 3
 		if mp < 1 || mp > 3 {
 			return p, &lengthError{why: "VEX with an undefined opcode map"}
@@ -456,6 +459,7 @@ func parseEVEX(code []byte, i int, p parsed) (parsed, *lengthError) {
 	}
 	p.enc = encEVEX
 	p.w = p1&0x80 != 0
+	p.vpp = p1 & 3
 	p.mp, p.op, p.opOff = mp, code[i+4], i+4
 	p.attr = aM
 	switch {
