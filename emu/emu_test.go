@@ -258,6 +258,8 @@ var tables = map[string][]tcase{
 		{code: "64 48 8b 04 25 28 00 00 00", note: "fs", fs: data, mem: []memw{{data + 0x28, 8, 0x5555aaaa5555aaaa}}, want: kv{x86asm.RAX: 0x5555aaaa5555aaaa}},
 		{code: "65 48 8b 04 25 10 00 00 00", note: "gs", gs: data + 0x100, mem: []memw{{data + 0x110, 8, 0x66}}, want: kv{x86asm.RAX: 0x66}},
 		{code: "64 48 8b 00", note: "fs base plus register", fs: data, regs: kv{x86asm.RAX: 8}, mem: []memw{{data + 8, 8, 0x99}}, want: kv{x86asm.RAX: 0x99}},
+		{code: "64 48 8b 0c 25 f8 ff ff ff", note: "go tls: fs base minus 8", fs: data + 0x100, mem: []memw{{data + 0xf8, 8, 0x77}}, want: kv{x86asm.RCX: 0x77}},
+		{code: "64 48 a1 f8 ff ff ff ff ff ff ff", note: "moffs with fs", fs: data + 0x100, mem: []memw{{data + 0xf8, 8, 0x78}}, want: kv{x86asm.RAX: 0x78}},
 		{code: "64 48 89 08", note: "fs store", fs: data, regs: kv{x86asm.RAX: 8, x86asm.RCX: 3}, wantM: []memw{{data + 8, 8, 3}}},
 		{code: "67 8b 00", note: "32-bit address", regs: kv{x86asm.RAX: 0xffffffff00000000 | d}, mem: []memw{{d, 4, 0x31}}, want: kv{x86asm.RAX: 0x31}},
 		{code: "67 8b 40 f8", note: "32-bit address wraps", regs: kv{x86asm.RAX: 0xffffffff00000000 | (d + 8)}, mem: []memw{{d, 4, 0x32}}, want: kv{x86asm.RAX: 0x32}},
