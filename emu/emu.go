@@ -581,9 +581,9 @@ func (s *state) exec() error {
 			return err
 		}
 		res, f, set := shift(in.Op, a&mask(sz), count, sz)
-		// A zero count still writes memory back, so that a read-only
-		// destination faults whether or not the CPU would write: a spurious
-		// fault only sends the instruction to the real CPU.
+		// A zero count still writes memory back: the CPU checks write
+		// access to the destination whatever the count (measured: a shift
+		// by zero of a read-only page faults).
 		if err := s.write(a0, sz, mem, res); err != nil {
 			return err
 		}
