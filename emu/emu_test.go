@@ -679,3 +679,49 @@ func TestBadArguments(t *testing.T) {
 	bad.Len = 0
 	assert.Error(t, emu.Step(&bad, &r, nil))
 }
+
+// plainMem is a Memory without the Uints fast path, like a caller's own.
+type plainMem struct{ p *memio.Pages }
+
+func (m plainMem) ReadAt(b []byte, off int64) (int, error)  { return m.p.ReadAt(b, off) }
+func (m plainMem) WriteAt(b []byte, off int64) (int, error) { return m.p.WriteAt(b, off) }
+
+// Step works through io.ReaderAt and io.WriterAt alone, faults included.
+func TestStepPlainMemory(t *testing.T) {
+	for _, c := range []tcase{
+		{code: "55", regs: kv{x86asm.RBP: 0x1122334455667788}, want: kv{x86asm.RSP: stackTop - 8},
+			wantM: []memw{{stackTop - 8, 8, 0x1122334455667788}}},
+		{code: "48 01 45 f8", regs: kv{x86asm.RAX: 20}, mem: []memw{{d - 8, 8, 10}}, wantM: []memw{{d - 8, 8, 30}}, wantF: f(PF)},
+		{code: "66 8b 45 f8", regs: kv{x86asm.RAX: ^uint64(0)}, mem: []memw{{d - 8, 8, 0x1111222233334444}}, want: kv{x86asm.RAX: 0xffffffffffff4444}},
+	} {
+		in := decodeHex(t, c.code, codeAt)
+		r, p := c.setup(t)
+		want := r
+		for g, v := range c.want {
+			want.Set(g, v)
+		}
+		want.RIP = in.Next()
+		if c.wantF != 0 {
+			want.RFLAGS = c.wantF
+		}
+		wantMem := p.Clone()
+		for _, w := range c.wantM {
+			poke(t, wantMem, w)
+		}
+		require.NoError(t, emu.Step(in, &r, plainMem{p}), c.code)
+		assert.Equal(t, want, r, c.code)
+		samePages(t, wantMem, p, c.code)
+	}
+	// A fault through the plain path still changes nothing.
+	in := decodeHex(t, "48 89 08", codeAt)
+	c := tcase{regs: kv{x86asm.RAX: roPage - 4, x86asm.RCX: ^uint64(0)}}
+	r, p := c.setup(t)
+	before, memBefore := r, p.Clone()
+	err := emu.Step(in, &r, plainMem{p})
+	var fault *memio.Fault
+	require.ErrorAs(t, err, &fault)
+	assert.Equal(t, roPage, fault.Addr)
+	assert.Equal(t, memio.Write, fault.Access)
+	assert.Equal(t, before, r)
+	samePages(t, memBefore, p, "memory changed")
+}

@@ -38,6 +38,10 @@ type page struct {
 	prot Prot
 }
 
+// maxMapPages bounds one Map call (1 GiB), so that a fuzzer's wild range is
+// an error rather than an exhausted machine.
+const maxMapPages = 1 << 18
+
 // cacheSize is the number of pages remembered in front of the map. The
 // emulator touches at most two pages per step (a data operand and the stack),
 // and a probe hits the same pages again and again, so a small direct-mapped
@@ -83,6 +87,9 @@ func (p *Pages) Map(addr, size uint64, prot Prot) error {
 	if err != nil {
 		return err
 	}
+	if last-first >= maxMapPages {
+		return fmt.Errorf("memio: Map of %#x bytes at %#x: Pages holds at most %d pages at once", size, addr, maxMapPages)
+	}
 	if p.pages == nil {
 		p.pages = make(map[uint64]*page)
 	}
@@ -102,6 +109,16 @@ func (p *Pages) Unmap(addr, size uint64) error {
 	first, last, err := span(addr, size)
 	if err != nil {
 		return err
+	}
+	if last-first >= uint64(len(p.pages)) {
+		// A range wider than what is mapped: visit the pages, not the range.
+		for n := range p.pages {
+			if n >= first && n <= last {
+				p.forget(n)
+				delete(p.pages, n)
+			}
+		}
+		return nil
 	}
 	for n := first; ; n++ {
 		p.forget(n)

@@ -163,6 +163,16 @@ func TestPagesMapUnmapProtect(t *testing.T) {
 	prot, _ = p.Prot(0x6000)
 	assert.Equal(t, ProtRead, prot, "failed Protect changed nothing")
 
+	// Huge ranges: Map refuses them, Unmap and Protect stay quick.
+	require.Error(t, p.Map(0, 1<<47, ProtRW))
+	require.NoError(t, p.Map(0x40000000, 3*PageSize, ProtRW))
+	requireFault(t, p.Protect(0x40000000, 1<<46, ProtRead), 0x40003000, Write, ErrUnmapped)
+	require.NoError(t, p.Unmap(0x3fff0000, 1<<46))
+	_, ok = p.Prot(0x40001000)
+	assert.False(t, ok)
+	_, ok = p.Prot(0x6000)
+	assert.True(t, ok, "pages outside the range stay")
+
 	require.Error(t, p.Map(0x1000, 0, ProtRW))
 	require.Error(t, p.Map(0xfffffffffffff000, 0x2000, ProtRW))
 	assert.Equal(t, "r-", ProtRead.String())
