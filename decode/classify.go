@@ -202,7 +202,9 @@ func rejectReason(in *Insn, p *parsed) string {
 			return "loads a segment register"
 		}
 	}
-	if in.Flow != FlowNone && p.op16 && p.enc == encLegacy {
+	if in.Flow != FlowNone && p.op16 && !p.w && p.enc == encLegacy {
+		// With REX.W the operand size is 64 bits on every CPU (the
+		// general-dynamic TLS sequence pads its call with 66 66 48).
 		return "operand-size prefix (66) on a branch: Intel and AMD CPUs disagree on its effect"
 	}
 	if why := systemByOpcode(p); why != "" {

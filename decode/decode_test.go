@@ -247,8 +247,9 @@ var branchTests = []struct {
 	{"eb fe", x86asm.JMP, FlowJump, 0, pc},
 	{"e8 00 00 00 00", x86asm.CALL, FlowCall, 0, pc + 5},
 	{"e8 00 00 00 80", x86asm.CALL, FlowCall, 0, pc + 5 - 0x80000000},
-	{"f2 e8 00 01 00 00", x86asm.CALL, FlowCall, 0, pc + 6 + 0x100}, // bnd call
-	{"f2 e9 00 01 00 00", x86asm.JMP, FlowJump, 0, pc + 6 + 0x100},  // bnd jmp
+	{"f2 e8 00 01 00 00", x86asm.CALL, FlowCall, 0, pc + 6 + 0x100},       // bnd call
+	{"f2 e9 00 01 00 00", x86asm.JMP, FlowJump, 0, pc + 6 + 0x100},        // bnd jmp
+	{"66 66 48 e8 00 01 00 00", x86asm.CALL, FlowCall, 0, pc + 8 + 0x100}, // TLS call padding: REX.W wins over 66
 	{"70 00", x86asm.JO, FlowCondJump, 0, pc + 2},
 	{"74 f0", x86asm.JE, FlowCondJump, 4, pc + 2 - 16},
 	{"75 02", x86asm.JNE, FlowCondJump, 5, pc + 4},
@@ -815,4 +816,27 @@ func allCases() []string {
 		out = append(out, tt.code)
 	}
 	return out
+}
+
+// TestString checks the Intel-syntax rendering, including the forms x86asm
+// does not format itself.
+func TestString(t *testing.T) {
+	for _, tt := range []struct{ code, want string }{
+		{"55", "push rbp"},
+		{"48 83 ec 08", "sub rsp, 0x8"},
+		{"48 8b 05 f0 ff ff ff", "mov rax, qword ptr [rip-0x10]"},
+		{"c5 fa 6f 05 f0 ff ff ff", "vmovdqu xmm0, xmmword ptr [rip-0x10]"},
+		{"64 48 8b 04 25 28 00 00 00", "mov rax, qword ptr fs:[0x28]"},
+		{"e9 fb ff ff ff", "jmp 0x7f0000401000"},
+		{"f3 0f 1e fa", "endbr64"},
+		{"f3 0f 1e fb", "endbr32"},
+		{"17", "pop ss"},
+		{"66 0f 38 f6 c1", "(unknown to the disassembler) 66 0f 38 f6 c1"},
+	} {
+		t.Run(tt.code, func(t *testing.T) {
+			assert.Equal(t, tt.want, mustDecode(t, tt.code).String())
+		})
+	}
+	var nilInsn *Insn
+	assert.Equal(t, "<nil>", nilInsn.String())
 }
