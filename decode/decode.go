@@ -223,6 +223,11 @@ func (in *Insn) operands(p *parsed, code []byte) string {
 				arg.Size = 0
 			}
 			in.mem(&arg.Mem, a, p, code)
+			if !arg.Mem.isRIP(in) && p.hasMem() && a.Disp != arg.Mem.Disp {
+				// Keep x86asm's view, used for formatting, sign-extended too.
+				a.Disp = arg.Mem.Disp
+				inst.Args[i] = a
+			}
 		case x86asm.Imm:
 			arg.Kind = ArgImm
 			arg.Size = in.immSize(i, p)
@@ -529,4 +534,9 @@ func lockable(in *Insn) bool {
 		return in.Args[0].Kind == ArgMem
 	}
 	return false
+}
+
+// isRIP reports whether m is the instruction's resolved rip-relative operand.
+func (m *Mem) isRIP(in *Insn) bool {
+	return in.RIPRel && m.Base == 0 && m.Index == 0 && uint64(m.Disp) == in.Target
 }

@@ -19,6 +19,7 @@ const (
 	Emulate
 )
 
+// String names the kind in lower case, for logs and reports.
 func (k Kind) String() string {
 	switch k {
 	case Reject:
@@ -93,7 +94,10 @@ type Insn struct {
 	Bytes [15]byte // Bytes[:Len] is the instruction
 
 	// Inst is x86asm's decoding. Its Op is 0 for instructions x86asm does not
-	// know and that were measured by this package's own length decoder.
+	// know (or names wrongly, like UMONITOR) and that were measured by this
+	// package's own length decoder, and for ENDBR. Where x86asm is wrong it
+	// is corrected: displacements are sign-extended, rip-relative operands
+	// in VEX and EVEX have Base RIP, and VZEROUPPER/VZEROALL have no ModRM.
 	Inst x86asm.Inst
 	// Op is the operation: Inst.Op, or NOP for ENDBR64 and ENDBR32.
 	Op x86asm.Op
