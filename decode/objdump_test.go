@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -237,4 +238,52 @@ func compareEveryInstruction(t *testing.T, file string) (st objdumpStats, report
 		}
 	}
 	return st, report
+}
+
+// TestObjdumpTableCases lays every table case that decodes (and is not
+// rejected) into one raw blob, each followed by 16 one-byte NOPs so that
+// objdump resynchronises, and requires objdump to find the same length.
+func TestObjdumpTableCases(t *testing.T) {
+	path, err := exec.LookPath("objdump")
+	require.NoError(t, err, "objdump (binutils) is required for this test; install binutils")
+	type placed struct {
+		off int
+		in  *Insn
+	}
+	var blob []byte
+	var cases []placed
+	for _, code := range allCases() {
+		in, err := Decode(hx(t, code), 0)
+		if err != nil || in.Kind == Reject {
+			continue
+		}
+		if in.Code()[0] >= 0x40 && in.Code()[0] <= 0x4f && in.Len > 1 && isLegacyPrefix(in.Code()[1]) {
+			continue // objdump prints an ignored REX as an instruction of its own
+		}
+		cases = append(cases, placed{len(blob), in})
+		blob = append(blob, in.Code()...)
+		blob = append(blob, bytes.Repeat([]byte{0x90}, 16)...)
+	}
+	require.Greater(t, len(cases), 150)
+	file := t.TempDir() + "/cases.bin"
+	require.NoError(t, os.WriteFile(file, blob, 0o644))
+	out, err := exec.Command(path, "-D", "-b", "binary", "-m", "i386:x86-64", "-w", "--no-show-raw-insn", file).Output()
+	require.NoError(t, err)
+	starts := map[uint64]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		colon := strings.IndexByte(line, ':')
+		if colon <= 0 || colon+1 >= len(line) || line[colon+1] != '\t' {
+			continue
+		}
+		if a, err := strconv.ParseUint(strings.TrimSpace(line[:colon]), 16, 64); err == nil {
+			starts[a] = strings.TrimSpace(line[colon+2:])
+		}
+	}
+	for _, c := range cases {
+		text, ok := starts[uint64(c.off)]
+		assert.True(t, ok, "objdump does not start an instruction at % x", c.in.Code())
+		assert.True(t, has(starts, uint64(c.off+c.in.Len)), "% x: Decode %d bytes, objdump %q", c.in.Code(), c.in.Len, text)
+	}
 }
