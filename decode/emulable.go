@@ -14,6 +14,9 @@ func emulable(in *Insn) (ok bool, why string) {
 	if in.Lock {
 		return false, "locked"
 	}
+	if !emInSet(in.Op) {
+		return false, "not in the emulated set"
+	}
 	p, opOff := emPrefixes(in)
 	if p&emLock != 0 {
 		return false, "lock prefix"
@@ -174,6 +177,28 @@ func emulable(in *Insn) (ok bool, why string) {
 		return true, ""
 	}
 	return false, "not in the emulated set"
+}
+
+// emInSet reports whether op is one of the operations Step implements in
+// some form.
+func emInSet(op x86asm.Op) bool {
+	switch op {
+	case x86asm.NOP, x86asm.PAUSE, x86asm.PUSH, x86asm.POP, x86asm.MOV, x86asm.MOVZX, x86asm.MOVSX,
+		x86asm.MOVSXD, x86asm.LEA, x86asm.ADD, x86asm.OR, x86asm.ADC, x86asm.SBB, x86asm.AND, x86asm.SUB,
+		x86asm.XOR, x86asm.CMP, x86asm.TEST, x86asm.INC, x86asm.DEC, x86asm.NEG, x86asm.NOT, x86asm.SHL,
+		x86asm.SHR, x86asm.SAR, x86asm.XCHG, x86asm.CBW, x86asm.CWDE, x86asm.CDQE, x86asm.CWD,
+		x86asm.CDQ, x86asm.CQO, x86asm.CMOVA, x86asm.CMOVAE, x86asm.CMOVB, x86asm.CMOVBE, x86asm.CMOVE,
+		x86asm.CMOVG, x86asm.CMOVGE, x86asm.CMOVL, x86asm.CMOVLE, x86asm.CMOVNE, x86asm.CMOVNO,
+		x86asm.CMOVNP, x86asm.CMOVNS, x86asm.CMOVO, x86asm.CMOVP, x86asm.CMOVS, x86asm.SETA,
+		x86asm.SETAE, x86asm.SETB, x86asm.SETBE, x86asm.SETE, x86asm.SETG, x86asm.SETGE, x86asm.SETL,
+		x86asm.SETLE, x86asm.SETNE, x86asm.SETNO, x86asm.SETNP, x86asm.SETNS, x86asm.SETO, x86asm.SETP,
+		x86asm.SETS, x86asm.JMP, x86asm.CALL, x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE,
+		x86asm.JG, x86asm.JGE, x86asm.JL, x86asm.JLE, x86asm.JNE, x86asm.JNO, x86asm.JNP, x86asm.JNS,
+		x86asm.JO, x86asm.JP, x86asm.JS, x86asm.JRCXZ, x86asm.JECXZ, x86asm.LOOP, x86asm.LOOPE,
+		x86asm.LOOPNE, x86asm.RET, x86asm.LEAVE:
+		return true
+	}
+	return false
 }
 
 // Legacy prefixes that emulable and emu.Step look at.
