@@ -12,6 +12,7 @@ package decode
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -76,6 +77,9 @@ func Decode(code []byte, pc uint64) (*Insn, error) {
 	}
 
 	inst, xerr := x86Decode(code)
+	if (xerr != nil || inst.Op == 0) && p.enc != encLegacy && p.vexOff > 0 {
+		inst, xerr = afterPrefixes(&p, code)
+	}
 	if xerr != nil || inst.Op == 0 || inst.Len == 0 || misnamed(&p, inst.Op) {
 		return in.fallback(&p, code, fail)
 	}
@@ -539,4 +543,44 @@ func lockable(in *Insn) bool {
 // isRIP reports whether m is the instruction's resolved rip-relative operand.
 func (m *Mem) isRIP(in *Insn) bool {
 	return in.RIPRel && m.Base == 0 && m.Index == 0 && uint64(m.Disp) == in.Target
+}
+
+// afterPrefixes decodes a VEX or EVEX instruction that has segment or 67
+// prefixes, which the CPU accepts and x86asm refuses: x86asm decodes it
+// without them, and the prefixes are applied to its operands here.
+func afterPrefixes(p *parsed, code []byte) (x86asm.Inst, error) {
+	inst, err := x86Decode(code[p.vexOff:])
+	if err != nil || inst.Op == 0 {
+		return inst, errors.New("not decoded")
+	}
+	inst.Len += p.vexOff
+	if p.addr32 {
+		inst.AddrSize = 32
+	}
+	for i, a := range inst.Args {
+		m, ok := a.(x86asm.Mem)
+		if !ok {
+			continue
+		}
+		switch p.seg {
+		case 0x64:
+			m.Segment = x86asm.FS
+		case 0x65:
+			m.Segment = x86asm.GS
+		}
+		if p.addr32 {
+			m.Base, m.Index = to32(m.Base), to32(m.Index)
+		}
+		inst.Args[i] = m
+	}
+	return inst, nil
+}
+
+// to32 names the 32-bit form of a 64-bit general register, for addresses
+// with a 67 prefix.
+func to32(r x86asm.Reg) x86asm.Reg {
+	if r >= x86asm.RAX && r <= x86asm.R15 {
+		return r - x86asm.RAX + x86asm.EAX
+	}
+	return r
 }

@@ -66,6 +66,7 @@ type parsed struct {
 	immSize  int
 	attr     uint16
 	vpp      byte // VEX/EVEX pp field: 0 none, 1 66, 2 f3, 3 f2
+	vexOff   int  // offset of the c4, c5 or 62 byte
 }
 
 // mod, reg and rm fields of the ModRM byte.
@@ -400,6 +401,7 @@ func parseVEX(code []byte, i int, p parsed) (parsed, *lengthError) {
 		return p, &lengthError{why: "VEX after a 66, f2, f3, f0 or REX prefix is invalid"}
 	}
 	p.enc = encVEX
+	p.vexOff = i
 	var mp uint8
 	var next int
 	if code[i] == 0xc5 {
@@ -458,6 +460,7 @@ func parseEVEX(code []byte, i int, p parsed) (parsed, *lengthError) {
 		return p, &lengthError{why: "EVEX with an undefined opcode map"}
 	}
 	p.enc = encEVEX
+	p.vexOff = i
 	p.w = p1&0x80 != 0
 	p.vpp = p1 & 3
 	p.mp, p.op, p.opOff = mp, code[i+4], i+4
