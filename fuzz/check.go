@@ -10,6 +10,7 @@ import (
 	"github.com/onetrap/onetrap/emu"
 	"github.com/onetrap/onetrap/memio"
 	"github.com/onetrap/onetrap/regs"
+	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,6 +37,90 @@ type Checker struct {
 	out Outcome
 	buf [rwSize]byte
 	r   regs.Regs
+	// foreign are the sandbox's mappings that are not the package's pages.
+	foreign [][2]uint64
+}
+
+// ErrForeign is returned by Check for a case that would touch the sandbox's
+// own mappings (its image, stack, vDSO), which the emulator's memory does
+// not model: such a case cannot be compared.
+var ErrForeign = errors.New("fuzz: the case touches memory outside the sandbox's pages")
+
+// touchesForeign reports whether in, from registers r, names memory in one
+// of the sandbox's mappings other than the pages this package maps.
+func (c *Checker) touchesForeign(in *decode.Insn, r *regs.Regs) bool {
+	hit := func(a, n uint64) bool {
+		for _, m := range c.foreign {
+			if a < m[1] && a+n > m[0] {
+				return true
+			}
+		}
+		return false
+	}
+	sp := r.GPR[regs.RSP]
+	switch in.Op {
+	case x86asm.PUSH, x86asm.CALL:
+		if hit(sp-8, 8) {
+			return true
+		}
+	case x86asm.POP, x86asm.RET:
+		if hit(sp, 8) {
+			return true
+		}
+	case x86asm.LEAVE:
+		if hit(r.GPR[regs.RBP], 8) {
+			return true
+		}
+	}
+	for i := range in.Args {
+		a := &in.Args[i]
+		if a.Kind == decode.ArgNone {
+			break
+		}
+		if a.Kind == decode.ArgMem && hit(effAddr(&a.Mem, r), uint64(max(a.Size, 8))) {
+			return true
+		}
+	}
+	return false
+}
+
+// effAddr computes the address memory operand m names from registers r.
+func effAddr(m *decode.Mem, r *regs.Regs) uint64 {
+	a := uint64(m.Disp)
+	if m.Base != 0 {
+		a += r.Get(m.Base)
+	}
+	if m.Index != 0 {
+		a += r.Get(m.Index) * uint64(m.Scale)
+	}
+	if m.AddrSize == 4 {
+		a &= 0xffffffff
+	}
+	switch m.Seg {
+	case x86asm.FS:
+		a += r.FSBase
+	case x86asm.GS:
+		a += r.GSBase
+	}
+	return a
+}
+
+// foreignMappings parses /proc/PID/maps text into the ranges outside this
+// package's pages.
+func foreignMappings(maps string) [][2]uint64 {
+	var out [][2]uint64
+	for _, l := range strings.Split(maps, "\n") {
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(l, "%x-%x", &lo, &hi); err != nil {
+			continue
+		}
+		if lo >= CodePage && hi <= HoleAddr {
+			continue
+		}
+		// Pages just below and above, with a margin for straddling accesses.
+		out = append(out, [2]uint64{lo - min(lo, 16), hi + 16})
+	}
+	return out
 }
 
 // NewChecker returns a Checker over o.
@@ -50,13 +135,16 @@ func NewChecker(o *Oracle) (*Checker, error) {
 	if err := m.Map(ROAddr, PageSize, memio.ProtRead); err != nil {
 		return nil, err
 	}
-	return &Checker{O: o, mem: m}, nil
+	return &Checker{O: o, mem: m, foreign: foreignMappings(o.Maps())}, nil
 }
 
 // Check runs in (decoded from its bytes at st.Regs.RIP, Kind Emulate) from st
 // on the CPU and through emu.Step, and returns the disagreement, or nil. The
 // error is the oracle's own failure.
 func (c *Checker) Check(in *decode.Insn, st *State) (*Mismatch, error) {
+	if c.touchesForeign(in, &st.Regs) {
+		return nil, ErrForeign
+	}
 	code := in.Code()
 	out := &c.out
 	if err := c.O.Run(code, st, out); err != nil {

@@ -32,7 +32,7 @@ func (s LengthStats) String() string {
 type LengthDisagreement struct {
 	File   string
 	Addr   uint64
-	Code   []byte // the bytes decode measured (more when the CPU is shorter)
+	Code   []byte // the bytes of the longer reading
 	Decode int
 	CPU    int   // 0 when the CPU reads past Code
 	Err    error // ErrTooShort when the CPU reads past the decoded length
@@ -82,13 +82,13 @@ func (l *LengthChecker) Check(file string, code []byte, pc uint64) (*decode.Insn
 	n, ok := l.seen[key]
 	if !ok {
 		var lerr error
-		n, lerr = l.O.Length(in.Code())
+		n, lerr = l.O.CPULength(in.Code())
 		switch {
 		case errors.Is(lerr, ErrIllegal):
 			n = -1
 			l.Stats.Illegal++
 		case errors.Is(lerr, ErrTooShort):
-			n = 0
+			n = 16 // longer than any instruction may be
 		case lerr != nil:
 			return in, lerr
 		}
@@ -102,10 +102,10 @@ func (l *LengthChecker) Check(file string, code []byte, pc uint64) (*decode.Insn
 	if n != in.Len {
 		l.Stats.Disagree++
 		if l.OnDisagree != nil {
-			d := &LengthDisagreement{File: file, Addr: pc, Code: append([]byte(nil), in.Code()...),
+			d := &LengthDisagreement{File: file, Addr: pc, Code: append([]byte(nil), code[:min(len(code), max(n, in.Len), 15)]...),
 				Decode: in.Len, CPU: n, Text: insnText(in)}
-			if n == 0 {
-				d.Err = ErrTooShort
+			if n > 15 {
+				d.CPU, d.Err = 0, ErrTooShort
 			}
 			l.OnDisagree(d)
 		}

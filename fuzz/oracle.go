@@ -125,6 +125,22 @@ var ErrTooShort = errors.New("fuzz: the CPU reads past the given bytes")
 // execute the instruction, so it cannot measure it.
 var ErrIllegal = errors.New("fuzz: the CPU refuses the instruction (SIGILL)")
 
+// CPULength is Length for an instruction known to start code but whose end
+// the CPU may place past it: when the CPU reads past code, it measures again
+// with code padded with NOPs to 15 bytes, and so returns the CPU's own length
+// (or ErrIllegal when the CPU, having read further, refuses it).
+func (o *Oracle) CPULength(code []byte) (int, error) {
+	n, err := o.Length(code)
+	if !errors.Is(err, ErrTooShort) || len(code) >= 15 {
+		return n, err
+	}
+	var pad [15]byte
+	for i := copy(pad[:], code); i < len(pad); i++ {
+		pad[i] = 0x90
+	}
+	return o.Length(pad[:])
+}
+
 // Oracle is a sandbox process that runs single instructions on the CPU. All
 // its ptrace calls come from one locked OS thread, as ptrace requires; its
 // methods may be called from any goroutine but not concurrently.

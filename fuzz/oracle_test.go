@@ -194,3 +194,17 @@ func BenchmarkOracleLength(b *testing.B) {
 		}
 	}
 }
+
+func TestOracleCPULength(t *testing.T) {
+	o := oracle(t)
+	n, err := o.CPULength([]byte{0x48, 0xc7, 0xc0, 0, 0, 0}) // mov rax, imm32 missing a byte
+	require.NoError(t, err)
+	assert.Equal(t, 7, n, "the CPU's own length, reading into the padding")
+	// f3 0f 78 is undefined: the CPU fetches two immediate bytes (the
+	// EXTRQ/INSERTQ layout) and then refuses it.
+	_, err = o.CPULength([]byte{0xf3, 0x0f, 0x78, 0x30})
+	assert.ErrorIs(t, err, ErrIllegal)
+	n, err = o.CPULength([]byte{0x90, 0x90})
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+}

@@ -89,6 +89,9 @@ func run(n int, seed uint64, forms string, lengths []string, maxLen int, verbose
 	if verbose {
 		fmt.Fprint(out, c.Report())
 	}
+	if c.Foreign > 0 {
+		fmt.Fprintf(out, "# skipped %d cases that touched the sandbox's own mappings\n", c.Foreign)
+	}
 	if n > 0 {
 		for _, m := range c.Missing() {
 			fmt.Fprintf(out, "not generated: %s\n", m)
