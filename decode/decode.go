@@ -146,7 +146,10 @@ func (in *Insn) fallback(p *parsed, code []byte, fail func(string, bool) (*Insn,
 		in.Kind, in.Reason = Reject, "eip-relative operand (67 prefix with rip-relative addressing)"
 		return in, nil
 	}
-	in.Lock = p.lock
+	if p.lock {
+		in.Kind, in.Reason = Reject, "lock prefix on an instruction that cannot be locked (the CPU raises #UD)"
+		return in, nil
+	}
 	return in, nil
 }
 
@@ -502,9 +505,17 @@ func fallbackOK(p *parsed) bool {
 	switch p.mp {
 	case map0F:
 		switch p.op {
-		case 0x00, 0x01, 0x06, 0x07, 0x08, 0x09, 0x0d, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
-			0x20, 0x21, 0x22, 0x23, 0x30, 0x32, 0x34, 0x35, 0x37, 0x78, 0x79, 0xae, 0xc7:
+		case 0x00, 0x01, 0x06, 0x07, 0x08, 0x09, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+			0x20, 0x21, 0x22, 0x23, 0x30, 0x32, 0x34, 0x35, 0x37:
 			return true
+		case 0x0d: // the PREFETCH group: memory only
+			return p.hasMem()
+		case 0x78, 0x79: // VMREAD/VMWRITE (rejected), or EXTRQ/INSERTQ on registers
+			return noPrefix || p.mod() == 3
+		case 0xae: // forms with a prefix (x86asm knows the others)
+			return !noPrefix
+		case 0xc7: // RDRAND, RDSEED, RDPID on registers; VMX (rejected) on memory
+			return p.reg() >= 6
 		}
 	case map0F38:
 		switch p.op {

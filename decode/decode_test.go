@@ -530,6 +530,9 @@ var errorTests = []struct {
 	{"0f 38 29 c1", "not an instruction", false},    // pcmpeqq without its 66
 	{"f2 0f 38 f6 c1", "not an instruction", false}, // f6 with f2 is nothing
 	{"0f 38 f9 c1", "not an instruction", false},    // movdiri needs memory
+	{"0f c7 10", "not an instruction", false},       // 0f c7 /2 is undefined
+	{"0f ae c0", "not an instruction", false},       // 0f ae /0 on a register needs f3 (rdfsbase)
+	{"f2 0f 79 00", "not an instruction", false},    // insertq needs registers
 	{"0f 3a 0f c1", "truncated", true},              // palignr missing imm8
 	{"62 f1 7d 48 70 c1", "truncated", true},
 	{"66 66 66 66 66 66 66 66 66 66 66 66 66 66 66 90", "longer than 15", false},
@@ -655,8 +658,9 @@ var rejectTests = []struct {
 	{"67 c4 e2 78 f2 05 00 00 00 00", "eip-relative"}, // andn, by the tables when x86asm refuses 67 before VEX
 	{"67 66 0f 38 f6 05 00 00 00 00", "eip-relative"}, // unknown to x86asm
 	{"f0 90", "cannot be locked"},
-	{"f0 01 c0", "cannot be locked"}, // lock add eax, eax: register destination
-	{"f0 8b 00", "cannot be locked"}, // lock mov
+	{"f0 66 0f 38 f6 c1", "cannot be locked"}, // lock adcx (unknown to x86asm)
+	{"f0 01 c0", "cannot be locked"},          // lock add eax, eax: register destination
+	{"f0 8b 00", "cannot be locked"},          // lock mov
 	{"f0 66 0f e2 00", "cannot be locked"},
 	{"66 c3", "66"},
 	{"66 74 00", "66"},
