@@ -39,6 +39,12 @@ type Checker struct {
 	r   regs.Regs
 	// foreign are the sandbox's mappings that are not the package's pages.
 	foreign [][2]uint64
+
+	// FaultAddrDiffs counts cases where both sides faulted but the CPU's
+	// fault address (si_addr) differs from the *memio.Fault's Addr;
+	// FaultAddrExample describes the first.
+	FaultAddrDiffs   int
+	FaultAddrExample string
 }
 
 // ErrForeign is returned by Check for a case that would touch the sandbox's
@@ -211,6 +217,15 @@ func (c *Checker) compare(in *decode.Insn, st *State, out *Outcome, emuErr error
 		why = append(why, fmt.Sprintf("the CPU faulted (%s at %#x) but emu.Step returned %v, not a *memio.Fault", sigName(out), out.Addr, emuErr))
 	case !cpuFault && emuErr != nil:
 		why = append(why, fmt.Sprintf("the CPU ran the instruction but emu.Step returned: %v", emuErr))
+	case (out.Code == segvMapErr || out.Code == segvAccErr) && fault.Addr != out.Addr:
+		// Both faulted; only the address they name differs. The caller
+		// lets the CPU run the instruction after a fault, so the tracee
+		// sees the CPU's address: counted, not a mismatch.
+		c.FaultAddrDiffs++
+		if c.FaultAddrExample == "" {
+			c.FaultAddrExample = fmt.Sprintf("% x (%s) from %s: cpu %s at %#x, emu %v",
+				in.Code(), insnText(in), st.Regs.String(), sigName(out), out.Addr, fault)
+		}
 	}
 	if emuErr != nil {
 		// Atomic: on any error nothing changes.

@@ -51,8 +51,9 @@ func (d *LengthDisagreement) String() string {
 type LengthChecker struct {
 	O     *Oracle
 	Stats LengthStats
-	// Max bounds the instructions decoded (0: no bound).
-	Max int
+	// Max bounds the instructions decoded (0: no bound), PerFile those
+	// decoded in one file.
+	Max, PerFile int
 	// OnDisagree is called for every disagreement.
 	OnDisagree func(*LengthDisagreement)
 	// Progress, when set, is called after every function.
@@ -116,7 +117,7 @@ func (l *LengthChecker) Check(file string, code []byte, pc uint64) (*decode.Insn
 // File walks every function symbol of the ELF file at path (its symbol table
 // and its dynamic symbols), decoding linearly through each body and checking
 // every instruction decode does not reject against the CPU. It stops when
-// Max instructions have been decoded.
+// Max instructions have been decoded in all, or PerFile in this file.
 func (l *LengthChecker) File(path string) error {
 	f, err := elf.Open(path)
 	if err != nil {
@@ -131,6 +132,7 @@ func (l *LengthChecker) File(path string) error {
 	syms = append(syms, dyn...)
 	sort.Slice(syms, func(i, j int) bool { return syms[i].Value < syms[j].Value })
 	l.Stats.Files++
+	first := l.Stats.Insns
 	data := map[elf.SectionIndex][]byte{}
 	done := map[uint64]bool{}
 	for _, s := range syms {
@@ -154,7 +156,7 @@ func (l *LengthChecker) File(path string) error {
 		body := b[s.Value-sec.Addr : s.Value-sec.Addr+s.Size]
 		l.Stats.Funcs++
 		for off := 0; off < len(body); {
-			if l.Max > 0 && l.Stats.Insns >= l.Max {
+			if l.Max > 0 && l.Stats.Insns >= l.Max || l.PerFile > 0 && l.Stats.Insns-first >= l.PerFile {
 				return nil
 			}
 			in, err := l.Check(path, body[off:], s.Value+uint64(off))

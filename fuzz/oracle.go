@@ -19,6 +19,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/onetrap/onetrap/regs"
@@ -29,6 +30,7 @@ import (
 // addressing (the 67 prefix) and sign-extended disp32 can reach it, and
 // within ±2 GiB of the code so that rip-relative operands can too.
 const (
+	// PageSize is the size of the sandbox's pages.
 	PageSize = 4096
 	// CodePage holds the instruction under test. It is readable and
 	// executable, not writable by the sandbox's own code.
@@ -145,8 +147,9 @@ func (o *Oracle) CPULength(code []byte) (int, error) {
 // its ptrace calls come from one locked OS thread, as ptrace requires; its
 // methods may be called from any goroutine but not concurrently.
 type Oracle struct {
-	req  chan func()
-	done chan struct{}
+	req       chan func()
+	done      chan struct{}
+	closeOnce sync.Once
 
 	tid int // the tracer thread
 
@@ -212,10 +215,13 @@ func (o *Oracle) do(f func()) {
 // per case costs more than the case itself.
 func (o *Oracle) Do(f func()) { o.do(f) }
 
-// Close kills the sandbox.
+// Close kills the sandbox. The Oracle is not usable afterwards; closing it
+// again does nothing.
 func (o *Oracle) Close() error {
-	close(o.req)
-	<-o.done
+	o.closeOnce.Do(func() {
+		close(o.req)
+		<-o.done
+	})
 	return nil
 }
 

@@ -37,6 +37,7 @@ func main() {
 	forms := flag.String("forms", "", "only forms whose names match this regular expression")
 	flag.Var(&lengths, "lengths", "ELF file whose function bodies' lengths are checked against the CPU (repeatable; further arguments are more files)")
 	maxLen := flag.Int("length-max", 0, "stop the length campaign after this many instructions (0: all)")
+	perFile := flag.Int("length-per-file", 0, "decode at most this many instructions of each file (0: all)")
 	verbose := flag.Bool("v", false, "print every form's counts")
 	flag.Parse()
 	if len(lengths) > 0 {
@@ -45,10 +46,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "difftest: unexpected arguments %q (files go after -lengths)\n", flag.Args())
 		os.Exit(2)
 	}
-	os.Exit(run(*n, *seed, *forms, lengths, *maxLen, *verbose))
+	os.Exit(run(*n, *seed, *forms, lengths, *maxLen, *perFile, *verbose))
 }
 
-func run(n int, seed uint64, forms string, lengths []string, maxLen int, verbose bool) int {
+func run(n int, seed uint64, forms string, lengths []string, maxLen, perFile int, verbose bool) int {
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
 	var re *regexp.Regexp
@@ -89,6 +90,9 @@ func run(n int, seed uint64, forms string, lengths []string, maxLen int, verbose
 	if verbose {
 		fmt.Fprint(out, c.Report())
 	}
+	if d := c.Checker.FaultAddrDiffs; d > 0 {
+		fmt.Fprintf(out, "# %d faults named a different address on the two sides, e.g. %s\n", d, c.Checker.FaultAddrExample)
+	}
 	if c.Foreign > 0 {
 		fmt.Fprintf(out, "# skipped %d cases that touched the sandbox's own mappings\n", c.Foreign)
 	}
@@ -99,7 +103,7 @@ func run(n int, seed uint64, forms string, lengths []string, maxLen int, verbose
 	}
 	mismatches := c.Mismatches
 	if len(lengths) > 0 {
-		lc := &fuzz.LengthChecker{O: o, Max: maxLen}
+		lc := &fuzz.LengthChecker{O: o, Max: maxLen, PerFile: perFile}
 		lc.OnDisagree = func(d *fuzz.LengthDisagreement) {
 			fmt.Fprintf(out, "%s\n", d)
 			out.Flush()
@@ -109,16 +113,24 @@ func run(n int, seed uint64, forms string, lengths []string, maxLen int, verbose
 			bar.show(s.Insns, total, s.Disagree, "insns")
 		}
 		lstart := time.Now()
+		skipped := 0
 		o.Do(func() {
 			for _, f := range lengths {
 				if maxLen > 0 && lc.Stats.Insns >= maxLen {
 					break
 				}
 				if err := lc.File(f); err != nil {
-					fmt.Fprintf(out, "lengths: %s: %v\n", f, err)
+					// Scripts and other non-ELF files in a directory
+					// listing are passed over quietly.
+					if skipped++; skipped <= 5 {
+						fmt.Fprintf(out, "# lengths: skipped %s: %v\n", f, err)
+					}
 				}
 			}
 		})
+		if skipped > 5 {
+			fmt.Fprintf(out, "# lengths: skipped %d files in all\n", skipped)
+		}
 		bar.done()
 		ls := lc.Stats
 		fmt.Fprintf(out, "lengths: %s rate=%.0f/s\n", ls, float64(ls.Insns)/time.Since(lstart).Seconds())
