@@ -115,10 +115,11 @@ func x86Decode(code []byte) (inst x86asm.Inst, err error) {
 }
 
 // isENDBR recognises ENDBR64 (f3 0f 1e fa) and ENDBR32 (f3 0f 1e fb), which
-// x86asm does not decode. Other f3 0f 1e forms (RDSSP) are not NOPs.
+// x86asm does not decode. Only the exact encodings count: other f3 0f 1e
+// forms (RDSSP) are not NOPs, and what extra prefixes do to an end-branch
+// marker is not documented, so those run on the CPU instead.
 func isENDBR(p *parsed, code []byte) bool {
-	return p.enc == encLegacy && p.mp == map0F && p.op == 0x1e && p.rep == 0xf3 &&
-		p.modrmOff >= 0 && (p.modrm == 0xfa || p.modrm == 0xfb)
+	return p.n == 4 && code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && (code[3] == 0xfa || code[3] == 0xfb)
 }
 
 // fallback handles an instruction x86asm does not decode: when the opcode

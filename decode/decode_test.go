@@ -337,10 +337,13 @@ func TestEndbr(t *testing.T) {
 			}
 		})
 	}
-	in := mustDecode(t, "f3 48 0f 1e c8") // rdsspq rax
-	assert.NotEqual(t, x86asm.NOP, in.Op)
-	assert.NotEqual(t, Emulate, in.Kind)
-	assert.Equal(t, 5, in.Len)
+	for _, code := range []string{"f3 48 0f 1e c8", "f3 48 0f 1e fa", "66 f3 0f 1e fa", "f3 f3 0f 1e fa"} {
+		// rdsspq rax, and end-branch markers with extra prefixes
+		in := mustDecode(t, code)
+		assert.NotEqual(t, x86asm.NOP, in.Op, code)
+		assert.NotEqual(t, Emulate, in.Kind, code)
+		assert.Equal(t, len(hx(t, code)), in.Len, code)
+	}
 }
 
 var unknownTests = []struct {
