@@ -130,27 +130,25 @@ func (in *Insn) fallback(p *parsed, code []byte, fail func(string, bool) (*Insn,
 		return fail("not an instruction: neither x86asm nor the opcode tables define it", false)
 	}
 	in.Uses = 0xffff
+	in.Lock = p.lock
 	in.Kind = OutOfLine
 	in.Reason = "instruction not known to the disassembler: it runs out of line with the length measured by the opcode tables"
 	if p.hasMem() {
 		in.locateRIP(p, code)
 	}
-	if why := systemByOpcode(p); why != "" {
-		in.Kind, in.Reason = Reject, why
+	why := systemByOpcode(p)
+	switch {
+	case why != "":
+	case p.attr&aRel != 0:
+		why = "relative branch not known to the disassembler"
+	case in.RIPRel && p.addr32:
+		why = "eip-relative operand (67 prefix with rip-relative addressing)"
+	case p.lock:
+		why = "lock prefix on an instruction that cannot be locked (the CPU raises #UD)"
+	default:
 		return in, nil
 	}
-	if p.attr&aRel != 0 {
-		in.Kind, in.Reason = Reject, "relative branch not known to the disassembler"
-		return in, nil
-	}
-	if in.RIPRel && p.addr32 {
-		in.Kind, in.Reason = Reject, "eip-relative operand (67 prefix with rip-relative addressing)"
-		return in, nil
-	}
-	if p.lock {
-		in.Kind, in.Reason = Reject, "lock prefix on an instruction that cannot be locked (the CPU raises #UD)"
-		return in, nil
-	}
+	in.Kind, in.Reason = Reject, fmt.Sprintf("instruction [% x]: %s", in.Code(), why)
 	return in, nil
 }
 
