@@ -107,7 +107,9 @@ var implicitUses = map[x86asm.Op]uint16{
 	x86asm.XSAVE: uRAX | uRDX, x86asm.XSAVE64: uRAX | uRDX, x86asm.XRSTOR: uRAX | uRDX, x86asm.XRSTOR64: uRAX | uRDX,
 	x86asm.XSAVEOPT: uRAX | uRDX, x86asm.XSAVEOPT64: uRAX | uRDX, x86asm.XSAVEC: uRAX | uRDX, x86asm.XSAVEC64: uRAX | uRDX,
 	x86asm.XSAVES: uRAX | uRDX, x86asm.XSAVES64: uRAX | uRDX, x86asm.XRSTORS: uRAX | uRDX, x86asm.XRSTORS64: uRAX | uRDX,
-	x86asm.XBEGIN: uRAX, x86asm.XABORT: uRAX,
+	x86asm.XBEGIN: uRAX, x86asm.XABORT: uRAX, x86asm.MULX: uRDX, x86asm.VMASKMOVDQU: uRDI,
+	x86asm.VPCMPESTRI: uRAX | uRDX | uRCX, x86asm.VPCMPESTRM: uRAX | uRDX, x86asm.VPCMPISTRI: uRCX,
+	x86asm.VPCMPESTRI64: uRAX | uRDX | uRCX, x86asm.VPCMPESTRM64: uRAX | uRDX, x86asm.VPCMPISTRI64: uRCX,
 	// The kernel reads the arguments and clobbers rcx and r11; the
 	// vDSO-less world may read anything, so claim all.
 	x86asm.SYSCALL: 0xffff, x86asm.SYSENTER: 0xffff,

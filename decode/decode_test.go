@@ -141,6 +141,10 @@ var normTests = []struct {
 	{"48 87 c8", x86asm.XCHG, []Arg{reg(x86asm.RAX, 8), reg(x86asm.RCX, 8)}, 8, bits(rAX, rCX), 2},
 	{"f3 a4", x86asm.MOVSB, nil, 0, bits(rSI, rDI, rCX), -1},
 	{"0f a2", x86asm.CPUID, nil, 4, bits(rAX, rBX, rCX, rDX), -1},
+	{"c4 e2 f3 f6 c2", x86asm.MULX, nil, 0, bits(rAX, rCX, rDX), 4}, // mulx rax, rcx, rdx: rdx is also implicit
+	{"c4 e2 fb f6 c0", x86asm.MULX, nil, 0, bits(rAX, rDX), 4},      // mulx rax, rax, rax
+	{"c5 f9 f7 c1", x86asm.VMASKMOVDQU, nil, 0, bits(rDI), 3},       // stores through rdi
+	{"c4 e3 79 61 c1 00", x86asm.VPCMPESTRI, nil, 0, bits(rAX, rCX, rDX), 4},
 }
 
 // TestNormalisation checks operands, sizes and the recipe fields per form.
