@@ -509,6 +509,7 @@ var errorTests = []struct {
 	{"c4 e2", "truncated", true},
 	{"c4 e2 78", "truncated", true},
 	{"62 f1 7d 48", "truncated", true},
+	{"c4 e2 78 f2", "truncated", true}, // x86asm returns a 4-byte ANDN without its ModRM here
 	{"e8 00 00", "truncated", true},
 	{"48 b8 00 00 00 00", "truncated", true},
 	{"8b 84 24 00 01", "truncated", true},
