@@ -355,3 +355,90 @@ func TestHitDoesNotAllocate(t *testing.T) {
 	t.Logf("%d allocations for %d hits", allocs, hits)
 	assert.Less(t, float64(allocs)/float64(hits), 0.01)
 }
+
+func osThreads(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/task")
+	require.NoError(t, err)
+	return len(ents)
+}
+
+// A tracee killed in the middle of a hit ends Run with the killing signal,
+// and the tracer leaves no goroutine and no OS thread behind.
+func TestKilledMidHit(t *testing.T) {
+	goroutines, threads := runtime.NumGoroutine(), osThreads(t)
+	for _, strat := range []Strategy{Emulate, OutOfLine, SingleStep} {
+		cmd := child("calls", "N=1000")
+		cmd.Stdout = io.Discard
+		p := start(t, cmd)
+		pr, err := p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP), strat, func(_ int, pr *Probe, _ *regs.Regs, _ memio.Memory) {
+			if pr.Hits() == 10 {
+				unix.Kill(p.Pid(), unix.SIGKILL)
+			}
+		})
+		require.NoError(t, err)
+		exit, err := p.Run(runCtx(t))
+		require.NoError(t, err, "%v", strat)
+		assert.Equal(t, &Exit{Signal: unix.SIGKILL}, exit, "%v", strat)
+		assert.Equal(t, uint64(10), pr.Hits(), "%v", strat)
+	}
+	// The tracer goroutines end after the processes; give them a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && (runtime.NumGoroutine() > goroutines || osThreads(t) > threads) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.LessOrEqual(t, runtime.NumGoroutine(), goroutines, "goroutines")
+	assert.LessOrEqual(t, osThreads(t), threads, "OS threads")
+}
+
+// SIGSTOP stops a traced process as it would an untraced one, and SIGCONT
+// lets it go on: no hit while it is stopped.
+func TestGroupStop(t *testing.T) {
+	cmd := child("sleep")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	p := start(t, cmd)
+	pr, err := p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP), Auto, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Run(ctx)
+		done <- err
+	}()
+	_, err = io.ReadFull(stdout, make([]byte, 6))
+	require.NoError(t, err)
+	waitHits := func(n uint64) {
+		deadline := time.Now().Add(10 * time.Second)
+		for pr.Hits() < n && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		require.GreaterOrEqual(t, pr.Hits(), n)
+	}
+	waitHits(5)
+	require.NoError(t, unix.Kill(p.Pid(), unix.SIGSTOP))
+	deadline := time.Now().Add(10 * time.Second)
+	// A traced process in group-stop shows as "t (tracing stop)".
+	for !strings.Contains(procState(t, p.Pid()), "stop") && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	assert.Contains(t, procState(t, p.Pid()), "stop")
+	stopped := pr.Hits()
+	time.Sleep(100 * time.Millisecond)
+	assert.Equal(t, stopped, pr.Hits(), "no hits while stopped")
+	require.NoError(t, unix.Kill(p.Pid(), unix.SIGCONT))
+	waitHits(stopped + 5)
+	cancel()
+	assert.ErrorIs(t, <-done, context.Canceled)
+}
+
+// procState returns the State line of /proc/PID/status.
+func procState(t *testing.T, pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "State:") {
+			return l
+		}
+	}
+	return ""
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/onetrap/onetrap/memio"
 	"github.com/onetrap/onetrap/regs"
@@ -150,4 +151,38 @@ func TestWorkloadThreadsSignalsForkExec(t *testing.T) {
 	assert.Equal(t, uint64(200), probes["g_sig"].Hits())
 	require.NotNil(t, afterExec)
 	assert.Equal(t, uint64(5), afterExec.Hits())
+}
+
+// A signal that arrives while a thread is stepped (out of line or in place)
+// is held and delivered after the fixup: the tracee's handler finds the
+// thread in the program's text, never in the XOL area. The handlers here
+// send the signal to the stopped thread itself, so it is pending during the
+// step every time.
+func TestSignalDuringStepIsDeliveredAfterFixup(t *testing.T) {
+	const n = 300
+	path := buildWorkload(t)
+	sym := symbols(t, path, "f_push", "f_sub", "f_riprel")
+	cmd := exec.Command(path, "sigstep", fmt.Sprint(n))
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	p, err := Start(cmd)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		p.Detach()
+		cmd.Process.Kill()
+	})
+	signal := func(tid int, _ *Probe, _ *regs.Regs, _ memio.Memory) {
+		if err := unix.Tgkill(p.Pid(), tid, unix.SIGUSR2); err != nil {
+			panic(err)
+		}
+	}
+	for name, s := range map[string]Strategy{"f_riprel": OutOfLine, "f_sub": SingleStep, "f_push": Emulate} {
+		_, err := p.Insert(sym[name], s, signal)
+		require.NoError(t, err, name)
+	}
+	exit, err := p.Run(runCtx(t))
+	require.NoError(t, err)
+	assert.Equal(t, &Exit{}, exit)
+	sum := n*1000 + 3*(n*(n-1)/2) + 3*n
+	assert.Equal(t, fmt.Sprintf("sum %d usr2 %d outside text 0\n", sum, 3*n), out.String())
 }

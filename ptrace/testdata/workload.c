@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <ucontext.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,7 +81,38 @@ static void *work(void *arg) {
 	return NULL;
 }
 
+extern char __executable_start[], etext[];
+static atomic_ulong usr2, usr2_bad;
+
+// Where a signal finds the thread: it must be in the program's text, never
+// in the tracer's XOL area.
+static void on_usr2(int sig, siginfo_t *si, void *ctx) {
+	(void)sig;
+	(void)si;
+	unsigned long rip = ((ucontext_t *)ctx)->uc_mcontext.gregs[REG_RIP];
+	if (rip < (unsigned long)__executable_start || rip >= (unsigned long)etext)
+		atomic_fetch_add(&usr2_bad, 1);
+	atomic_fetch_add(&usr2, 1);
+}
+
 int main(int argc, char **argv) {
+	if (argc > 2 && strcmp(argv[1], "sigstep") == 0) {
+		// Each call is hit by a probe whose handler signals this thread.
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_sigaction = on_usr2;
+		sa.sa_flags = SA_SIGINFO | SA_RESTART;
+		sigaction(SIGUSR2, &sa, NULL);
+		long n = atol(argv[2]);
+		unsigned long s = 0;
+		for (long i = 0; i < n; i++) {
+			s += f_riprel(i) + f_sub(i) + f_push(i);
+			while (atomic_load(&usr2) < (unsigned long)(i + 1) * 3)
+				sched_yield();
+		}
+		printf("sum %lu usr2 %lu outside text %lu\n", s, (unsigned long)usr2, (unsigned long)usr2_bad);
+		return 0;
+	}
 	if (argc > 1 && strcmp(argv[1], "after-exec") == 0) {
 		unsigned long s = 0;
 		for (int i = 0; i < 5; i++)
