@@ -168,6 +168,14 @@ func (t *Tracer) forked(p *Process, child int, vfork bool) {
 			t.one[0] = s.orig
 			m.ForceWriteAt(t.one[:], int64(s.addr))
 		}
+		if p.xol != nil && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP {
+			// The child's copy of the XOL area goes too. Its first stop
+			// is on the way to user mode, where a call can be injected.
+			c := &Process{t: t, pid: child, mem: m, threads: map[int]*thread{}, xol: p.xol, xolAt: p.xolAt}
+			th := c.addThread(child, held)
+			delete(t.threads, child)
+			t.inject(th, p.xolAt, unix.SYS_MUNMAP, p.xol.base, xolSize)
+		}
 		m.Close()
 	}
 	unix.PtraceDetach(child)
