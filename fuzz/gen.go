@@ -184,7 +184,7 @@ func buildForms() []*Form {
 
 // Gen encodes instructions from Forms.
 type Gen struct {
-	R *rand.Rand
+	R *rand.Rand // the only source of randomness: a seed replays a campaign
 }
 
 // pick returns true with probability num/den.
@@ -194,8 +194,8 @@ func (g *Gen) pick(num, den int) bool { return g.R.IntN(den) < num }
 // about it.
 type Encoded struct {
 	Form *Form
-	Code []byte
-	RIP  uint64
+	Code []byte // exactly one instruction, as the encoder built it
+	RIP  uint64 // where it runs: in the code page, mostly ending at its last byte
 }
 
 // Encode builds one random instruction of form f and the address it will
@@ -384,6 +384,12 @@ func (g *Gen) encode(f *Form) (Encoded, bool) {
 			legacy = append(legacy, []byte{0x26, 0x2e, 0x36, 0x3e}[r.IntN(4)])
 		}
 	}
+	// An address-size prefix without a memory operand changes only the
+	// counter of jrcxz and loop (to ecx); elsewhere it must be refused or
+	// ignored.
+	if !mem && f.enc != encMoffs && g.pick(1, 16) {
+		legacy = append(legacy, 0x67)
+	}
 	// Rare prefixes that change the instruction's meaning or strategy.
 	switch r.IntN(64) {
 	case 0:
@@ -543,6 +549,7 @@ func (g *Gen) target(size int) uint64 {
 	return 0xffff800000000000 + r.Uint64()%(1<<40)
 }
 
+// String names the form, the bytes and the address.
 func (e Encoded) String() string {
 	return fmt.Sprintf("%s: % x at %#x", e.Form.Name, e.Code, e.RIP)
 }

@@ -22,6 +22,7 @@ type LengthStats struct {
 	Disagree  int // instructions whose decoded length the CPU denies
 }
 
+// String gives the counts as key=value pairs.
 func (s LengthStats) String() string {
 	return fmt.Sprintf("files=%d funcs=%d insns=%d checked=%d distinct=%d rejected=%d undecoded=%d illegal=%d disagreements=%d",
 		s.Files, s.Funcs, s.Insns, s.Checked, s.Distinct, s.Rejected, s.Undecoded, s.Illegal, s.Disagree)
@@ -39,6 +40,7 @@ type LengthDisagreement struct {
 	Text   string
 }
 
+// String describes the disagreement on one line, bytes included.
 func (d *LengthDisagreement) String() string {
 	cpu := fmt.Sprint(d.CPU)
 	if d.Err != nil {

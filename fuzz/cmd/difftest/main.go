@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -25,9 +26,13 @@ import (
 	"github.com/onetrap/onetrap/fuzz"
 )
 
+// fileList is a repeatable flag.
 type fileList []string
 
-func (f *fileList) String() string     { return strings.Join(*f, ",") }
+// String lists the files.
+func (f *fileList) String() string { return strings.Join(*f, ",") }
+
+// Set adds a file.
 func (f *fileList) Set(s string) error { *f = append(*f, s); return nil }
 
 func main() {
@@ -114,10 +119,18 @@ func run(n int, seed uint64, forms string, lengths []string, maxLen, perFile int
 		}
 		lstart := time.Now()
 		skipped := 0
+		seen := map[string]bool{}
 		o.Do(func() {
 			for _, f := range lengths {
 				if maxLen > 0 && lc.Stats.Insns >= maxLen {
 					break
+				}
+				// A library is often listed under several names.
+				if p, err := filepath.EvalSymlinks(f); err == nil {
+					if seen[p] {
+						continue
+					}
+					seen[p] = true
 				}
 				if err := lc.File(f); err != nil {
 					// Scripts and other non-ELF files in a directory
