@@ -31,6 +31,8 @@ type Campaign struct {
 	// Cases counts the cases checked against the CPU, Mismatches those
 	// that disagreed.
 	Cases, Mismatches int
+	// Shapes counts the checked cases by Shape.
+	Shapes map[string]int
 	// Foreign counts cases skipped because they touched the sandbox's own
 	// mappings, which the emulator's memory does not model.
 	Foreign int
@@ -46,7 +48,7 @@ func NewCampaign(o *Oracle, seed uint64, re *regexp.Regexp) (*Campaign, error) {
 		return nil, err
 	}
 	c := &Campaign{Checker: ch, Gen: &Gen{R: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))},
-		Stats: map[*Form]*FormStats{}}
+		Stats: map[*Form]*FormStats{}, Shapes: map[string]int{}}
 	for _, f := range Forms {
 		if re == nil || re.MatchString(f.Name) {
 			c.Forms = append(c.Forms, f)
@@ -125,6 +127,7 @@ func (c *Campaign) One(f *Form) error {
 	}
 	c.Cases++
 	s.Emulated++
+	c.Shapes[Shape(in)]++
 	if c.Checker.out.Faulted() {
 		s.Faulted++
 	}

@@ -16,17 +16,26 @@ import (
 
 // TestCampaign runs a bounded campaign over every form: each case is checked
 // on the CPU and through emu.Step; any disagreement fails with its reproducer.
+// Every form of the emulated set must have been reached, and every shape the
+// decoder emulates (over all one- and two-byte opcodes) must have been
+// checked.
 func TestCampaign(t *testing.T) {
 	c, err := NewCampaign(oracle(t), 1, nil)
 	require.NoError(t, err)
 	c.OnMismatch = func(m *Mismatch) { t.Errorf("mismatch:\n%s", m) }
-	n := 3000
+	n := 20000
 	if testing.Short() {
-		n = 500
+		n = 3000
 	}
 	require.NoError(t, c.Run(n, nil))
 	assert.Equal(t, n, c.Cases)
 	assert.Empty(t, c.Missing(), "forms of the emulated set that no encoding reached")
+	emulated := EmulatedShapes(ShapePrefixes)
+	require.NotEmpty(t, emulated)
+	if !testing.Short() {
+		assert.Empty(t, c.Ungenerated(emulated), "shapes the decoder emulates that no template produced")
+	}
+	t.Logf("%d emulated shapes, %d checked", len(emulated), len(c.Shapes))
 	t.Logf("cases=%d mismatches=%d forms=%d", c.Cases, c.Mismatches, c.FormsCovered())
 	t.Logf("\n%s", c.Report())
 }
@@ -149,3 +158,4 @@ func TestLengthsOfLibc(t *testing.T) {
 	assert.Greater(t, l.Stats.Checked, 3000)
 	assert.Zero(t, l.Stats.Disagree)
 }
+

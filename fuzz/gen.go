@@ -243,8 +243,11 @@ func (g *Gen) encode(f *Form) (Encoded, bool) {
 			rex = 0x48
 		}
 	case szFixed:
-		if g.pick(1, 16) {
+		switch r.IntN(16) {
+		case 0:
 			legacy = append(legacy, 0x66)
+		case 1:
+			rex = 0x48 // no effect, but a different encoding to decode
 		}
 	}
 	_ = osz

@@ -105,6 +105,11 @@ func run(n int, seed uint64, forms string, lengths []string, maxLen, perFile int
 		for _, m := range c.Missing() {
 			fmt.Fprintf(out, "not generated: %s\n", m)
 		}
+		if re == nil {
+			for _, s := range c.Ungenerated(fuzz.EmulatedShapes(fuzz.ShapePrefixes)) {
+				fmt.Fprintf(out, "not generated: decode emulates %s\n", s)
+			}
+		}
 	}
 	mismatches := c.Mismatches
 	if len(lengths) > 0 {
