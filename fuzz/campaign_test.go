@@ -158,4 +158,3 @@ func TestLengthsOfLibc(t *testing.T) {
 	assert.Greater(t, l.Stats.Checked, 3000)
 	assert.Zero(t, l.Stats.Disagree)
 }
-
