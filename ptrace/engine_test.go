@@ -442,3 +442,94 @@ func procState(t *testing.T, pid int) string {
 	}
 	return ""
 }
+
+// Cancelling the context ends Run promptly while the tracee sleeps in a
+// system call that nothing will end, and detaches it: it is untraced and
+// still blocked there, its text restored.
+func TestCancelWhileTraceeBlocks(t *testing.T) {
+	cmd := child("block")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	p := start(t, cmd)
+	pr, err := p.Insert(asmfuncs.Addr(asmfuncs.SiteCpuid), OutOfLine, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Run(ctx)
+		done <- err
+	}()
+	_, err = io.ReadFull(stdout, make([]byte, 6))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), pr.Hits())
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	t.Logf("Run returned %v after cancel", time.Since(start))
+	assert.Less(t, time.Since(start), time.Second)
+	// Detached, it goes back into its read.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(procState(t, p.Pid()), "sleeping") && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	assert.Contains(t, procState(t, p.Pid()), "sleeping")
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	require.NoError(t, err)
+	assert.Contains(t, string(st), "TracerPid:\t0")
+	file := fileText(t, os.Args[0])
+	m, err := memio.OpenProcess(p.Pid())
+	require.NoError(t, err)
+	defer m.Close()
+	got := make([]byte, 8)
+	_, err = m.ReadAt(got, int64(pr.Addr))
+	require.NoError(t, err)
+	assert.Equal(t, file(pr.Addr, 8), got)
+}
+
+// One tracer serves several processes at once.
+func TestOneTracerTwoProcesses(t *testing.T) {
+	tr, err := NewTracer()
+	require.NoError(t, err)
+	defer tr.Close()
+	want := untraced(t, "calls", "N=100")
+	type run struct {
+		p   *Process
+		pr  *Probe
+		out bytes.Buffer
+	}
+	runs := make([]*run, 2)
+	for i := range runs {
+		r := &run{}
+		cmd := child("calls", "N=100")
+		cmd.Stdout = &r.out
+		r.p, err = tr.Start(cmd)
+		require.NoError(t, err)
+		t.Cleanup(func() { cmd.Process.Kill() })
+		r.pr, err = r.p.Insert(asmfuncs.Addr(asmfuncs.SiteCallLeaf), []Strategy{Emulate, OutOfLine}[i], nil)
+		require.NoError(t, err)
+		runs[i] = r
+	}
+	errs := make(chan error, 2)
+	for _, r := range runs {
+		go func() {
+			_, err := r.p.Run(runCtx(t))
+			errs <- err
+		}()
+	}
+	for range runs {
+		require.NoError(t, <-errs)
+	}
+	for _, r := range runs {
+		assert.Equal(t, want, r.out.String())
+		assert.Equal(t, uint64(100), r.pr.Hits())
+	}
+	require.NoError(t, tr.Close())
+	_, err = tr.Attach(os.Getpid())
+	assert.ErrorIs(t, err, ErrClosed)
+}

@@ -55,6 +55,13 @@ func TestMain(m *testing.M) {
 			asmfuncs.PushRBP()
 		}
 		fmt.Println("got 2 SIGTRAP")
+	case "block":
+		// Calls the probed functions once, then blocks in a system call.
+		asmfuncs.CallAll()
+		fmt.Println("ready")
+		var fds [2]int
+		unix.Pipe(fds[:])
+		unix.Read(fds[0], make([]byte, 1))
 	case "sleep":
 		fmt.Println("ready")
 		for {
