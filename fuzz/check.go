@@ -148,6 +148,9 @@ func NewChecker(o *Oracle) (*Checker, error) {
 // on the CPU and through emu.Step, and returns the disagreement, or nil. The
 // error is the oracle's own failure.
 func (c *Checker) Check(in *decode.Insn, st *State) (*Mismatch, error) {
+	if f := st.Regs.RFLAGS; f&0x202 != 0x202 || f&^(statusFlags|regs.DF|0x202) != 0 {
+		return nil, fmt.Errorf("fuzz: rflags %#x: a user thread always has IF and bit 1 set, and a case may set only the status flags and DF besides", f)
+	}
 	if c.touchesForeign(in, &st.Regs) {
 		return nil, ErrForeign
 	}
@@ -244,7 +247,9 @@ func (c *Checker) compare(in *decode.Insn, st *State, out *Outcome, emuErr error
 	if claimed := emu.DefinedFlags(in, &st.Regs) & statusFlags; claimed != manual {
 		why = append(why, fmt.Sprintf("emu.DefinedFlags says %s, the manual %s", flagNames(claimed), flagNames(manual)))
 	}
-	fmask := manual | regs.DF
+	// Every RFLAGS bit is compared but the status flags the manual leaves
+	// undefined: DF, IF and the reserved bits must come through unchanged.
+	fmask := ^uint64(0) &^ (statusFlags &^ manual)
 	if d := regDiff(&out.Regs, &c.r, fmask); d != "" {
 		why = append(why, "registers differ (cpu vs emu): "+d)
 	}
@@ -293,7 +298,11 @@ func flagNames(x uint64) string {
 	}{{regs.CF, "CF"}, {regs.PF, "PF"}, {regs.AF, "AF"}, {regs.ZF, "ZF"}, {regs.SF, "SF"}, {regs.DF, "DF"}, {regs.OF, "OF"}} {
 		if x&f.b != 0 {
 			n = append(n, f.name)
+			x &^= f.b
 		}
+	}
+	if x != 0 {
+		n = append(n, fmt.Sprintf("%#x", x))
 	}
 	return strings.Join(n, "|")
 }

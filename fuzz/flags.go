@@ -6,13 +6,9 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 )
 
-// ComparedFlags are the RFLAGS bits a case compares: the status flags and DF
-// (which no emulated instruction may change).
-const ComparedFlags = statusFlags | regs.DF
-
 // UndefinedFlags returns the flags that the manual leaves undefined after in
 // runs from registers r: the CPU may leave anything there, so they are not
-// compared. It is the referee's own table, independent of package emu.
+// compared; every other RFLAGS bit is. It is the referee's own table, independent of package emu.
 //
 //   - and, or, xor, test: AF.
 //   - shl, shr, sar by a masked count of 0: none (no flag changes).
