@@ -10,6 +10,16 @@
 // re-executed under PTRACE_TRACEME and stopped at its exec, before any of its
 // own code runs. Its pages at fixed addresses are mapped with injected
 // syscalls. Any binary that links this package can create an Oracle.
+//
+// Running it:
+//
+//	go test ./fuzz/                                  # bounded campaign, regressions, libc lengths
+//	go run ./fuzz/cmd/difftest -n 10000000            # a real campaign
+//	go run ./fuzz/cmd/difftest -n 0 -lengths /usr/bin/ls /usr/lib/x86_64-linux-gnu/libc.so.6
+//	go test ./fuzz/ -run XXX -fuzz FuzzEmulate        # or FuzzLength
+//
+// A mismatch is printed as a reproducer; paste it into
+// testdata/regressions.txt and go test replays it from then on.
 package fuzz
 
 import (
