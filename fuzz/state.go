@@ -154,10 +154,19 @@ func (g *Gen) scribble(st *State, addr uint64, n int) {
 
 // aim sets the registers (and segment base) that memory operand m is
 // computed from so that it names a target chosen by Gen.target, and returns
-// the target. Registers in fixed keep their values. When the operand has
-// nothing free to solve with, it names whatever it names.
+// the address the operand names then.
 func (g *Gen) aim(m *decode.Mem, size int, r *regs.Regs, fixed uint16) uint64 {
-	t := g.target(size)
+	g.aimAt(m, g.target(size), r, fixed)
+	return effAddr(m, r)
+}
+
+// aimAt sets the registers (and segment base) that memory operand m is
+// computed from so that it names t, or an address a few bytes below or above
+// when the scale or a register used twice leaves no exact solution, and
+// returns that address and true. Registers in fixed keep their values. When
+// the operand has nothing free to solve with, or t is out of its reach, it
+// returns false and the operand names whatever it names.
+func (g *Gen) aimAt(m *decode.Mem, t uint64, r *regs.Regs, fixed uint16) (uint64, bool) {
 	bi, bok := regs.Index(m.Base)
 	ii, iok := regs.Index(m.Index)
 	bfree := bok && fixed&(1<<bi) == 0
@@ -188,8 +197,9 @@ func (g *Gen) aim(m *decode.Mem, size int, r *regs.Regs, fixed uint16) uint64 {
 		case !bfree && !ifree:
 			if s := t - ea(); s < maxUserAddr {
 				*seg = s
+				return t, true
 			}
-			return t
+			return 0, false
 		case m.AddrSize == 4:
 			if t < 1<<32 {
 				*seg = t - uint64(g.R.Int64N(int64(t)+1))
@@ -243,8 +253,13 @@ func (g *Gen) aim(m *decode.Mem, size int, r *regs.Regs, fixed uint16) uint64 {
 			rhs -= d
 		}
 		set(ii, rhs/scale)
+	default:
+		return 0, false
 	}
-	return t
+	if m.AddrSize == 4 && t-s >= 1<<32 {
+		return 0, false // beyond what a 32-bit address reaches
+	}
+	return t, true
 }
 
 // inverse returns the multiplicative inverse of the odd number f modulo 2^64.
