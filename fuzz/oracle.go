@@ -164,14 +164,13 @@ type Oracle struct {
 	tid int // the tracer thread
 
 	// Owned by the tracer thread.
-	pid    int
-	mem    int // /proc/PID/mem
-	base   unix.PtraceRegs
-	code   [PageSize]byte // shadow of the code page
-	window [WindowSize]byte
-	pregs  unix.PtraceRegs
-	dead   error
-	maps   string
+	pid   int
+	mem   int // /proc/PID/mem
+	base  unix.PtraceRegs
+	code  [PageSize]byte // shadow of the code page
+	pregs unix.PtraceRegs
+	dead  error
+	maps  string
 
 	lenState State
 	lenOut   Outcome

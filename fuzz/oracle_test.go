@@ -136,8 +136,12 @@ func TestOracleStopsSyscalls(t *testing.T) {
 	var out Outcome
 	require.NoError(t, o.Run(code, st, &out))
 	assert.True(t, out.Syscall)
-	require.NoError(t, o.Run([]byte{0x90}, baseState(1), &out), "the sandbox is still alive")
-	assert.False(t, out.Faulted())
+	for i := 0; i < 3; i++ {
+		st := baseState(1)
+		require.NoError(t, o.Run([]byte{0x90}, st, &out), "the sandbox is still alive")
+		assert.False(t, out.Faulted())
+		assert.Equal(t, st.Regs.RIP+1, out.Regs.RIP, "the nop after the syscall ran, once")
+	}
 }
 
 func TestOracleLength(t *testing.T) {
