@@ -17,8 +17,8 @@ var goMagics = [][]byte{
 }
 
 // loadGo finds the Go pclntab: the .gopclntab section, else the
-// runtime.pclntab symbols, else a scan for the table's header in the
-// read-only data of a binary whose section names were lost. It returns nil
+// runtime.pclntab symbols, else a scan for the table's header in the data
+// sections of a binary whose section names were changed. It returns nil
 // without an error when the file is not a Go binary.
 func (f *File) loadGo(syms []elf.Symbol) (*gosym.Table, error) {
 	ef := f.ef
@@ -57,9 +57,21 @@ func (f *File) loadGo(syms []elf.Symbol) (*gosym.Table, error) {
 	if ef.Section(".go.buildinfo") == nil && ef.Section(".note.go.buildid") == nil {
 		return nil, nil
 	}
+	// The usual homes first, then any other allocated data section.
+	var secs []*elf.Section
 	for _, name := range []string{".data.rel.ro", ".rodata", ".noptrdata"} {
-		s := ef.Section(name)
-		if s == nil || s.Type == elf.SHT_NOBITS {
+		if s := ef.Section(name); s != nil {
+			secs = append(secs, s)
+		}
+	}
+	for _, s := range ef.Sections {
+		if s.Flags&elf.SHF_ALLOC != 0 && s.Flags&elf.SHF_EXECINSTR == 0 &&
+			s.Name != ".data.rel.ro" && s.Name != ".rodata" && s.Name != ".noptrdata" {
+			secs = append(secs, s)
+		}
+	}
+	for _, s := range secs {
+		if s.Type != elf.SHT_PROGBITS {
 			continue
 		}
 		data, err := s.Data()

@@ -317,6 +317,30 @@ func TestGoFunctions(t *testing.T) {
 	assert.True(t, bytes.HasPrefix(body, []byte{0x49, 0x3b, 0x66, 0x10}), "% x", body[:8])
 }
 
+// TestGoPclntabScan renames the stripped binary's .gopclntab section: the
+// table is then found by its header's magic, with the same functions.
+func TestGoPclntabScan(t *testing.T) {
+	_, stripped := goProgs(t)
+	raw, err := os.ReadFile(stripped)
+	require.NoError(t, err)
+	i := bytes.Index(raw, []byte(".gopclntab\x00"))
+	require.Positive(t, i)
+	renamed := bytes.Clone(raw)
+	copy(renamed[i:], ".xopclntab")
+	p := filepath.Join(t.TempDir(), "renamed")
+	require.NoError(t, os.WriteFile(p, renamed, 0o755))
+
+	want := open(t, stripped)
+	f := open(t, p)
+	require.Nil(t, f.ELF().Section(".gopclntab"))
+	assert.True(t, f.IsGo)
+	require.Equal(t, len(want.Funcs), len(f.Funcs))
+	for i := range want.Funcs {
+		assert.Equal(t, want.Funcs[i].Name, f.Funcs[i].Name)
+		assert.Equal(t, want.Funcs[i].Addr, f.Funcs[i].Addr)
+	}
+}
+
 func TestGoLines(t *testing.T) {
 	full, stripped := goProgs(t)
 	line := lineOf(t, goMain, "LINE_HOT")
