@@ -42,9 +42,30 @@ type Checker struct {
 
 	// FaultAddrDiffs counts cases where both sides faulted but the CPU's
 	// fault address (si_addr) differs from the *memio.Fault's Addr;
-	// FaultAddrExample describes the first.
-	FaultAddrDiffs   int
-	FaultAddrExample string
+	// FaultAddrExamples describes the first of each kind (which pages the
+	// two addresses lie in).
+	FaultAddrDiffs    int
+	FaultAddrExamples map[string]string
+}
+
+// pageName names the sandbox page holding a.
+func pageName(a uint64) string {
+	switch {
+	case a >= CodePage && a < DataAddr:
+		return "code"
+	case a >= DataAddr && a < ROAddr:
+		return "rw"
+	case a >= ROAddr && a < HoleAddr:
+		return "ro"
+	case a >= HoleAddr && a < HoleAddr+PageSize:
+		return "hole"
+	}
+	return "elsewhere"
+}
+
+// faultKind classifies a fault-address disagreement.
+func faultKind(cpu uint64, f *memio.Fault) string {
+	return fmt.Sprintf("cpu %s, emu %s %s in %s", pageName(cpu), f.Access, f.Err, pageName(f.Addr))
 }
 
 // ErrForeign is returned by Check for a case that would touch the sandbox's
@@ -225,8 +246,12 @@ func (c *Checker) compare(in *decode.Insn, st *State, out *Outcome, emuErr error
 		// lets the CPU run the instruction after a fault, so the tracee
 		// sees the CPU's address: counted, not a mismatch.
 		c.FaultAddrDiffs++
-		if c.FaultAddrExample == "" {
-			c.FaultAddrExample = fmt.Sprintf("% x (%s) from %s: cpu %s at %#x, emu %v",
+		kind := faultKind(out.Addr, fault)
+		if c.FaultAddrExamples == nil {
+			c.FaultAddrExamples = map[string]string{}
+		}
+		if _, ok := c.FaultAddrExamples[kind]; !ok {
+			c.FaultAddrExamples[kind] = fmt.Sprintf("% x (%s) from %s: cpu %s at %#x, emu %v",
 				in.Code(), insnText(in), st.Regs.String(), sigName(out), out.Addr, fault)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -96,7 +97,15 @@ func run(n int, seed uint64, forms string, lengths []string, maxLen, perFile int
 		fmt.Fprint(out, c.Report())
 	}
 	if d := c.Checker.FaultAddrDiffs; d > 0 {
-		fmt.Fprintf(out, "# %d faults named a different address on the two sides, e.g. %s\n", d, c.Checker.FaultAddrExample)
+		fmt.Fprintf(out, "# %d faults named a different address on the two sides (not mismatches: after a fault the CPU runs the instruction):\n", d)
+		kinds := make([]string, 0, len(c.Checker.FaultAddrExamples))
+		for k := range c.Checker.FaultAddrExamples {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		for _, k := range kinds {
+			fmt.Fprintf(out, "#   %s: e.g. %s\n", k, c.Checker.FaultAddrExamples[k])
+		}
 	}
 	if c.Foreign > 0 {
 		fmt.Fprintf(out, "# skipped %d cases that touched the sandbox's own mappings\n", c.Foreign)
