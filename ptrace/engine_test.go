@@ -533,3 +533,48 @@ func TestOneTracerTwoProcesses(t *testing.T) {
 	_, err = tr.Attach(os.Getpid())
 	assert.ErrorIs(t, err, ErrClosed)
 }
+
+// A handler that panics or detaches mid-hit leaves the tracee intact: it
+// runs on untraced from the probed instruction and ends as it would have.
+func TestHandlerPanicsOrDetaches(t *testing.T) {
+	want := untraced(t, "calls", "N=300")
+	for _, c := range []struct {
+		name string
+		h    func(p *Process) Handler
+		err  string
+	}{
+		{"panic", func(p *Process) Handler {
+			return func(_ int, pr *Probe, r *regs.Regs, _ memio.Memory) {
+				if pr.Hits() == 100 {
+					panic("boom")
+				}
+			}
+		}, "panicked: boom"},
+		{"detach", func(p *Process) Handler {
+			return func(_ int, pr *Probe, r *regs.Regs, _ memio.Memory) {
+				if pr.Hits() == 100 {
+					if err := p.Detach(); err != nil {
+						panic(err)
+					}
+				}
+			}
+		}, "detached"},
+	} {
+		for _, strat := range []Strategy{Emulate, OutOfLine} {
+			t.Run(c.name+"/"+strat.String(), func(t *testing.T) {
+				cmd := child("calls", "N=300")
+				var out bytes.Buffer
+				cmd.Stdout = &out
+				p := start(t, cmd)
+				pr, err := p.Insert(asmfuncs.Addr(asmfuncs.SiteCallLeaf), strat, c.h(p))
+				require.NoError(t, err)
+				exit, err := p.Run(runCtx(t))
+				assert.Nil(t, exit)
+				assert.ErrorContains(t, err, c.err)
+				assert.Equal(t, uint64(100), pr.Hits())
+				require.NoError(t, cmd.Wait())
+				assert.Equal(t, want, out.String())
+			})
+		}
+	}
+}

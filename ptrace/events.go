@@ -4,6 +4,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -66,7 +67,9 @@ func (t *Tracer) dispatch(th *thread, ws unix.WaitStatus) {
 	}
 	tid, p := th.tid, th.p
 	sig := ws.StopSignal()
-	th.state = running
+	// Stopped until resumed: a handler that stops the world or detaches
+	// meanwhile must not wait for this thread to stop.
+	th.state = held
 	switch ptraceEvent(ws) {
 	case 0:
 		if sig == unix.SIGTRAP {
@@ -75,7 +78,7 @@ func (t *Tracer) dispatch(th *thread, ws unix.WaitStatus) {
 		}
 		// A signal for the tracee: deliver it as it came (same signal, so
 		// the kernel keeps its siginfo).
-		cont(tid, int(sig))
+		t.resume(th, int(sig))
 	case unix.PTRACE_EVENT_STOP:
 		if isStopSignal(sig) {
 			// Group-stop: stay stopped, as without a tracer, until SIGCONT.
@@ -89,16 +92,16 @@ func (t *Tracer) dispatch(th *thread, ws unix.WaitStatus) {
 		if m, e := eventMsg(tid); e == 0 {
 			t.cloned(p, int(m))
 		}
-		cont(tid, 0)
+		t.resume(th, 0)
 	case unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
 		if m, e := eventMsg(tid); e == 0 {
 			t.forked(p, int(m), ptraceEvent(ws) == unix.PTRACE_EVENT_VFORK)
 		}
-		cont(tid, 0)
+		t.resume(th, 0)
 	case unix.PTRACE_EVENT_EXEC:
 		t.execed(th)
 	default:
-		cont(tid, 0)
+		t.resume(th, 0)
 	}
 }
 
@@ -219,7 +222,9 @@ func (t *Tracer) execed(th *thread) {
 	if p.cfg.onExec != nil {
 		p.cfg.onExec(p)
 	}
-	cont(th.tid, 0)
+	if !p.finished {
+		t.resume(th, 0)
+	}
 }
 
 // stopWorld interrupts p's running threads other than keep (listening ones
@@ -269,11 +274,11 @@ func (t *Tracer) resumeWorld(stopped []*thread) {
 // release continues a stopped thread, delivering the signals held while it
 // was being stepped: the first with its own siginfo, any others re-sent.
 func (t *Tracer) release(th *thread) {
-	th.state = running
 	if th.nheld == 0 {
-		cont(th.tid, 0)
+		t.resume(th, 0)
 		return
 	}
+	th.state = running
 	sig := int(th.held[0].signo())
 	setSiginfo(th.tid, &th.held[0])
 	cont(th.tid, sig)
@@ -281,6 +286,12 @@ func (t *Tracer) release(th *thread) {
 		unix.Tgkill(th.p.pid, th.tid, unix.Signal(th.held[i].signo()))
 	}
 	th.nheld = 0
+}
+
+// resume continues a stopped thread with signal sig (0 for none).
+func (t *Tracer) resume(th *thread, sig int) {
+	th.state = running
+	cont(th.tid, sig)
 }
 
 // hold keeps a signal that arrived while the thread was being stepped.
@@ -339,6 +350,15 @@ func (p *Process) detach() error {
 			}
 		}
 	}
+	for _, th := range p.threads {
+		if th.hit != 0 {
+			// Detached from a handler: the thread goes back to the probed
+			// instruction, with what the handler changed.
+			t.r.RIP = th.hit
+			t.r.StorePtrace(&t.pregs)
+			setRegs(th.tid, &t.pregs)
+		}
+	}
 	for _, s := range p.sites {
 		t.one[0] = s.orig
 		p.mem.ForceWriteAt(t.one[:], int64(s.addr))
@@ -353,6 +373,12 @@ func (p *Process) detach() error {
 	p.sites = map[uint64]*site{}
 	for tid, th := range p.threads {
 		e := ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(sigs[tid]))
+		if e == unix.ESRCH {
+			// A thread detached before let the process exit: this one is
+			// dying (PTRACE_DETACH refuses a thread with SIGKILL pending)
+			// and, still traced, would stay a zombie nobody reaps.
+			e = t.reapOrDetach(tid, sigs[tid])
+		}
 		if e != 0 && e != unix.ESRCH && err == nil {
 			err = errno("detach", tid, e)
 		}
@@ -360,4 +386,25 @@ func (p *Process) detach() error {
 	}
 	p.end(nil, nil)
 	return err
+}
+
+// reapOrDetach waits, briefly, for a thread PTRACE_DETACH refused: it
+// reaps it if it ends, and detaches it if it stops.
+func (t *Tracer) reapOrDetach(tid int, sig int) unix.Errno {
+	var ws unix.WaitStatus
+	for i := 0; i < 1000; i++ {
+		r, e := wait4(tid, &ws, wall|unix.WNOHANG)
+		switch {
+		case e != 0:
+			return 0 // already reaped: nothing is left attached
+		case r == tid && (ws.Exited() || ws.Signaled()):
+			return 0
+		case r == tid && ws.Stopped():
+			if e := ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(sig)); e != unix.ESRCH {
+				return e
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return unix.ESRCH
 }

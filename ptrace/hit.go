@@ -1,6 +1,9 @@
 package ptrace
 
 import (
+	"errors"
+	"fmt"
+
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 
@@ -24,11 +27,11 @@ func (t *Tracer) trap(th *thread) {
 	at := t.pregs.Rip - 1
 	s := p.sites[at]
 	if s == nil && !p.removed[at] {
-		cont(tid, int(unix.SIGTRAP))
+		t.resume(th, int(unix.SIGTRAP))
 		return
 	}
 	if getSiginfo(tid, &t.si) != 0 || t.si.code() != siKernel {
-		cont(tid, int(unix.SIGTRAP))
+		t.resume(th, int(unix.SIGTRAP))
 		return
 	}
 	if s == nil {
@@ -36,17 +39,27 @@ func (t *Tracer) trap(th *thread) {
 		// original instruction now in place.
 		t.pregs.Rip = at
 		setRegs(tid, &t.pregs)
-		cont(tid, 0)
+		t.resume(th, 0)
 		return
 	}
 	r := &t.r
 	r.LoadPtrace(&t.pregs)
 	r.RIP = at
-	for _, pr := range s.probes {
-		pr.hits.Add(1)
-		if pr.handler != nil {
-			pr.handler(tid, pr, r, p.mem)
+	th.hit = at
+	panicked := t.handle(th, s)
+	th.hit = 0
+	if panicked != nil {
+		// The handler's panic must not take the tracer thread (and every
+		// tracee's INT3s) down: the process is detached, intact, and its
+		// Run reports the panic.
+		t.r.RIP = at
+		t.r.StorePtrace(&t.pregs)
+		setRegs(tid, &t.pregs)
+		p.failErr = fmt.Errorf("ptrace: handler of the probe at %#x panicked: %v", at, panicked)
+		if err := p.detach(); err != nil {
+			p.failErr = errors.Join(p.failErr, err)
 		}
+		return
 	}
 	if p.finished {
 		return
@@ -63,7 +76,7 @@ func (t *Tracer) trap(th *thread) {
 		if emu.Step(s.insn, r, p.mem) == nil {
 			r.StorePtrace(&t.pregs)
 			setRegs(tid, &t.pregs)
-			cont(tid, 0)
+			t.resume(th, 0)
 			return
 		}
 		// Not emulated after all, or it faults: let the CPU run it, so a
@@ -78,6 +91,23 @@ func (t *Tracer) trap(th *thread) {
 	default:
 		t.stepInPlace(th, s)
 	}
+}
+
+// handle runs the handlers of s's probes and returns what one of them
+// panicked with, if one did.
+func (t *Tracer) handle(th *thread, s *site) (panicked any) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked = v
+		}
+	}()
+	for _, pr := range s.probes {
+		pr.hits.Add(1)
+		if pr.handler != nil {
+			pr.handler(th.tid, pr, &t.r, th.p.mem)
+		}
+	}
+	return nil
 }
 
 // Results of step.

@@ -101,7 +101,8 @@ type thread struct {
 	state    int
 	deferred bool // a stop was seen while stopping the world; ws holds it
 	ws       unix.WaitStatus
-	vfork    bool // a vfork child sharing p's memory
+	vfork    bool   // a vfork child sharing p's memory
+	hit      uint64 // the probe address while its handlers run
 
 	// Signals that arrived while the thread was being stepped, delivered
 	// after the fixup.
@@ -151,10 +152,11 @@ type Process struct {
 	stopped  bool   // started stopped, awaiting Run
 	finished bool
 
-	done   chan struct{}
-	exit   *Exit
-	endErr error
-	once   sync.Once
+	done    chan struct{}
+	exit    *Exit
+	endErr  error
+	failErr error // why the tracer let the process go, for Run
+	once    sync.Once
 }
 
 // Pid returns the process id.
@@ -194,6 +196,9 @@ func (p *Process) end(exit *Exit, err error) {
 		return
 	}
 	p.finished = true
+	if err == nil {
+		err = p.failErr
+	}
 	p.exit, p.endErr = exit, err
 	p.mem.Close()
 	p.t.forget(p)
@@ -392,10 +397,7 @@ func (p *Process) Run(ctx context.Context) (*Exit, error) {
 		p.stopped = false
 		for _, th := range p.threads {
 			if th.state == held {
-				th.state = running
-				if e := cont(th.tid, 0); e != 0 {
-					return errno("continue", th.tid, e)
-				}
+				p.t.resume(th, 0)
 			}
 		}
 		return nil
