@@ -386,6 +386,10 @@ func (g *Gen) encode(f *Form) (Encoded, bool) {
 		case 4:
 			legacy = append(legacy, []byte{0x26, 0x2e, 0x36, 0x3e}[r.IntN(4)])
 		}
+	} else if g.pick(1, 32) {
+		// A segment override on an instruction without a memory operand
+		// (push, pop, branches: their stack is not segment-relative).
+		legacy = append(legacy, []byte{0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65}[r.IntN(6)])
 	}
 	// An address-size prefix without a memory operand changes only the
 	// counter of jrcxz and loop (to ecx); elsewhere it must be refused or
