@@ -166,6 +166,11 @@ func (t *Tracer) forked(p *Process, child int, vfork bool) {
 		cont(child, 0)
 		return
 	}
+	if p.cfg.onFork != nil && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP {
+		if t.follow(p, child) {
+			return
+		}
+	}
 	if m, err := memio.OpenProcess(child); err == nil {
 		for _, s := range p.sites {
 			t.one[0] = s.orig
@@ -407,4 +412,33 @@ func (t *Tracer) reapOrDetach(tid int, sig int) unix.Errno {
 		time.Sleep(time.Millisecond)
 	}
 	return unix.ESRCH
+}
+
+// follow makes a traced Process of p's fork child, stopped at its first
+// stop, with copies of p's probes and XOL area, and hands it over.
+func (t *Tracer) follow(p *Process, child int) bool {
+	c, err := t.newProcess(child, p.cfg)
+	if err != nil {
+		return false
+	}
+	if p.xol != nil {
+		x := *p.xol
+		c.xol, c.xolAt = &x, p.xolAt
+	}
+	for addr, s := range p.sites {
+		ns := new(site)
+		*ns = *s
+		ns.probes = nil
+		for _, pr := range s.probes {
+			ns.probes = append(ns.probes, &Probe{Addr: pr.Addr, Insn: pr.Insn, Strategy: pr.Strategy, handler: pr.handler, s: ns})
+		}
+		c.sites[addr] = ns
+	}
+	th := c.addThread(child, held)
+	t.procs[child] = c
+	p.cfg.onFork(c)
+	if !c.finished {
+		t.resume(th, 0)
+	}
+	return true
 }

@@ -128,7 +128,15 @@ type Option func(*config)
 
 type config struct {
 	onExec func(p *Process)
+	onFork func(child *Process)
 }
+
+// FollowForks makes the children a process forks traced too, instead of
+// letting them run free: each starts with copies of its parent's probes
+// (same handlers, hit counts from zero) and is handed to f, on the tracer
+// thread, before it runs; call its Run to wait for it. Options are
+// inherited. vfork children are served as part of their parent either way.
+func FollowForks(f func(child *Process)) Option { return func(c *config) { c.onFork = f } }
 
 // OnExec sets a function called (on the tracer thread) when the process
 // calls execve: its probes were dropped with the old image, and new ones may

@@ -68,7 +68,11 @@ func symbols(t testing.TB, path string, names ...string) map[string]uint64 {
 // program also raises its own int3 and SIGTRAP, forks a child that calls
 // the probed functions, vforks one that does too, and execs.
 func TestWorkloadThreadsSignalsForkExec(t *testing.T) {
-	const iters = 100000
+	t.Run("fork child free", func(t *testing.T) { testWorkload(t, 100000, false) })
+	t.Run("fork child followed", func(t *testing.T) { testWorkload(t, 4000, true) })
+}
+
+func testWorkload(t *testing.T, iters int, follow bool) {
 	path := buildWorkload(t)
 	sym := symbols(t, path, "f_push", "f_sub", "f_riprel", "g_sig")
 
@@ -82,7 +86,16 @@ func TestWorkloadThreadsSignalsForkExec(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	execs := 0
 	var afterExec *Probe
-	p, err := Start(cmd, OnExec(func(p *Process) {
+	var forked *Process
+	var forkedProbes []*Probe
+	opts := []Option{}
+	if follow {
+		opts = append(opts, FollowForks(func(c *Process) {
+			forked = c
+			forkedProbes = c.Probes()
+		}))
+	}
+	p, err := Start(cmd, append(opts, OnExec(func(p *Process) {
 		execs++
 		// The new image: probe it again.
 		var err error
@@ -90,7 +103,7 @@ func TestWorkloadThreadsSignalsForkExec(t *testing.T) {
 		if err != nil {
 			panic(err)
 		}
-	}))
+	}))...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		p.Detach()
@@ -146,6 +159,23 @@ func TestWorkloadThreadsSignalsForkExec(t *testing.T) {
 	require.NotZero(t, vfork)
 	assert.Equal(t, 2, counts["f_sub"][vfork], "the vfork child's calls")
 	assert.Equal(t, uint64(8*iters/2), probes["f_push"].Hits(), "no hit from the fork child")
+	if follow {
+		require.NotNil(t, forked)
+		exit, err := forked.Run(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, &Exit{}, exit, "the followed fork child")
+		require.Len(t, forkedProbes, 4)
+		for _, pr := range forkedProbes {
+			want := uint64(1000)
+			if pr.Addr == sym["g_sig"] {
+				want = 0
+			}
+			assert.Equal(t, want, pr.Hits(), "%v in the fork child", pr.Insn)
+			assert.Equal(t, int(want), counts[nameOf(sym, pr.Addr)][forked.Pid()])
+		}
+	} else {
+		assert.Nil(t, forked)
+	}
 	assert.Equal(t, uint64(8*iters/2+2), probes["f_sub"].Hits())
 	assert.Equal(t, uint64(8*iters/10), probes["f_riprel"].Hits())
 	assert.Equal(t, uint64(200), probes["g_sig"].Hits())
@@ -185,4 +215,13 @@ func TestSignalDuringStepIsDeliveredAfterFixup(t *testing.T) {
 	assert.Equal(t, &Exit{}, exit)
 	sum := n*1000 + 3*(n*(n-1)/2) + 3*n
 	assert.Equal(t, fmt.Sprintf("sum %d usr2 %d outside text 0\n", sum, 3*n), out.String())
+}
+
+func nameOf(sym map[string]uint64, addr uint64) string {
+	for n, a := range sym {
+		if a == addr {
+			return n
+		}
+	}
+	return ""
 }

@@ -160,12 +160,17 @@ int main(int argc, char **argv) {
 	pid_t c = fork();
 	if (c == 0) {
 		// No executable anonymous 64 KiB mapping (a tracer's XOL area) may
-		// follow the child.
+		// follow a child that runs untraced.
 		FILE *maps = fopen("/proc/self/maps", "r");
+		FILE *status = fopen("/proc/self/status", "r");
 		char line[512];
 		unsigned long lo, hi;
 		char perms[8];
-		while (maps && fgets(line, sizeof line, maps))
+		int traced = 0;
+		while (status && fgets(line, sizeof line, status))
+			if (strncmp(line, "TracerPid:", 10) == 0 && atoi(line + 10) != 0)
+				traced = 1;
+		while (!traced && maps && fgets(line, sizeof line, maps))
 			if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && strcmp(perms, "r-xp") == 0 &&
 			    hi - lo == 0x10000 && !strchr(line, '/'))
 				_exit(2);
