@@ -41,11 +41,14 @@ type Campaign struct {
 }
 
 // NewCampaign returns a campaign over the forms whose names match re (all of
-// them when re is nil), with a generator seeded by seed.
-func NewCampaign(o *Oracle, seed uint64, re *regexp.Regexp) (*Campaign, error) {
-	ch, err := NewChecker(o)
-	if err != nil {
-		return nil, err
+// them when re is nil), with a generator seeded by seed, that checks with ch
+// (NewChecker's when nil).
+func NewCampaign(o *Oracle, seed uint64, re *regexp.Regexp, ch *Checker) (*Campaign, error) {
+	if ch == nil {
+		var err error
+		if ch, err = NewChecker(o); err != nil {
+			return nil, err
+		}
 	}
 	c := &Campaign{Checker: ch, Gen: &Gen{R: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))},
 		Stats: map[*Form]*FormStats{}, Shapes: map[string]int{}}

@@ -20,7 +20,7 @@ import (
 // decoder emulates (over all one- and two-byte opcodes) must have been
 // checked.
 func TestCampaign(t *testing.T) {
-	c, err := NewCampaign(oracle(t), 1, nil)
+	c, err := NewCampaign(oracle(t), 1, nil, nil)
 	require.NoError(t, err)
 	c.OnMismatch = func(m *Mismatch) { t.Errorf("mismatch:\n%s", m) }
 	n := 20000
@@ -91,8 +91,10 @@ func TestCheckerCatchesWrongEmulation(t *testing.T) {
 	}
 }
 
-// TestRegressions replays every case of testdata/regressions.txt: each was
-// once a disagreement, or is an edge worth keeping; all must agree now.
+// TestRegressions replays every case of testdata/regressions.txt, with the
+// emulator on in-memory pages and on the sandbox's own memory through
+// memio.Process: each was once a disagreement, or is an edge worth keeping;
+// all must agree now.
 func TestRegressions(t *testing.T) {
 	f, err := os.Open("testdata/regressions.txt")
 	require.NoError(t, err)
@@ -100,26 +102,57 @@ func TestRegressions(t *testing.T) {
 	cases, err := ParseCases(f)
 	require.NoError(t, err)
 	require.NotEmpty(t, cases)
-	ch, err := NewChecker(oracle(t))
+	pages, err := NewChecker(oracle(t))
 	require.NoError(t, err)
+	proc, err := NewProcessChecker(oracle(t))
+	require.NoError(t, err)
+	defer proc.Close()
 	for _, c := range cases {
-		t.Run(fmt.Sprintf("line%d %s % x", c.Line, c.Name, c.Code), func(t *testing.T) {
-			require.NotZero(t, c.Start.Regs.RIP, "the case has no regs line")
-			in, err := decode.Decode(c.Code, c.Start.Regs.RIP)
-			require.NoError(t, err)
-			require.Equal(t, len(c.Code), in.Len, "decoded length")
-			if in.Kind != decode.Emulate {
-				// Refusing to emulate is a valid fix: the CPU runs it.
-				t.Logf("no longer emulated: %v: %s", in.Kind, in.Reason)
-				return
+		for _, ch := range []*Checker{pages, proc} {
+			name := "pages"
+			if ch == proc {
+				name = "process"
 			}
-			m, err := ch.Check(in, &c.Start)
-			require.NoError(t, err)
-			if m != nil {
-				t.Errorf("still disagrees:\n%s", m)
-			}
-		})
+			t.Run(fmt.Sprintf("line%d %s % x %s", c.Line, c.Name, c.Code, name), func(t *testing.T) {
+				replay(t, ch, &c)
+			})
+		}
 	}
+}
+
+// replay checks one regression case with ch.
+func replay(t *testing.T, ch *Checker, c *Case) {
+	require.NotZero(t, c.Start.Regs.RIP, "the case has no regs line")
+	in, err := decode.Decode(c.Code, c.Start.Regs.RIP)
+	require.NoError(t, err)
+	require.Equal(t, len(c.Code), in.Len, "decoded length")
+	if in.Kind != decode.Emulate {
+		// Refusing to emulate is a valid fix: the CPU runs it.
+		t.Logf("no longer emulated: %v: %s", in.Kind, in.Reason)
+		return
+	}
+	m, err := ch.Check(in, &c.Start)
+	require.NoError(t, err)
+	if m != nil {
+		t.Errorf("still disagrees:\n%s", m)
+	}
+}
+
+// TestCampaignThroughProcess runs a bounded campaign with the emulator on
+// the sandbox's own memory through memio.Process, the memory of a probe hit.
+func TestCampaignThroughProcess(t *testing.T) {
+	ch, err := NewProcessChecker(oracle(t))
+	require.NoError(t, err)
+	defer ch.Close()
+	c, err := NewCampaign(oracle(t), 3, nil, ch)
+	require.NoError(t, err)
+	c.OnMismatch = func(m *Mismatch) {
+		if c.Mismatches <= 3 {
+			t.Errorf("mismatch:\n%s", m)
+		}
+	}
+	require.NoError(t, c.Run(3000, nil))
+	assert.Zero(t, c.Mismatches)
 }
 
 // TestReproducerRoundTrip checks that a printed case reads back as the same case.

@@ -34,9 +34,13 @@ type Mismatch struct {
 type Checker struct {
 	O   *Oracle
 	mem *memio.Pages
-	out Outcome
-	buf [rwSize]byte
-	r   regs.Regs
+	// proc, when set, is the sandbox's own memory through memio.Process:
+	// emu.Step then works on the real pages, as it does on a probe hit.
+	proc   *memio.Process
+	window [WindowSize]byte
+	out    Outcome
+	buf    [rwSize]byte
+	r      regs.Regs
 	// foreign are the sandbox's mappings that are not the package's pages.
 	foreign [][2]uint64
 
@@ -165,6 +169,29 @@ func NewChecker(o *Oracle) (*Checker, error) {
 	return &Checker{O: o, mem: m, foreign: foreignMappings(o.Maps())}, nil
 }
 
+// NewProcessChecker returns a Checker whose emulator works on the sandbox's
+// own memory through memio.Process (process_vm_readv/writev), as on a probe
+// hit, instead of on in-memory pages: it tests memio.Process too, its page
+// protections and the atomicity of its accesses. Close it when done.
+func NewProcessChecker(o *Oracle) (*Checker, error) {
+	c, err := NewChecker(o)
+	if err != nil {
+		return nil, err
+	}
+	if c.proc, err = memio.OpenProcess(o.Pid()); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close releases what the Checker holds (the Process of a process checker).
+func (c *Checker) Close() error {
+	if c.proc != nil {
+		return c.proc.Close()
+	}
+	return nil
+}
+
 // Check runs in (decoded from its bytes at st.Regs.RIP, Kind Emulate) from st
 // on the CPU and through emu.Step, and returns the disagreement, or nil. The
 // error is the oracle's own failure.
@@ -177,20 +204,40 @@ func (c *Checker) Check(in *decode.Insn, st *State) (*Mismatch, error) {
 	}
 	code := in.Code()
 	out := &c.out
+	var emuErr error
+	if c.proc != nil {
+		// The emulator first, on the sandbox's pages; then the CPU from
+		// the same start.
+		if err := c.O.Poke(code, st.Regs.RIP, &st.Mem); err != nil {
+			return nil, err
+		}
+		c.r = st.Regs
+		emuErr = safeStep(in, &c.r, c.proc)
+		if err := c.O.Peek(&c.window); err != nil {
+			return nil, err
+		}
+		copy(c.buf[:], c.window[:rwSize])
+		if !bytes.Equal(c.window[rwSize:], st.Mem[rwSize:]) {
+			return &Mismatch{Code: append([]byte(nil), code...), Text: insnText(in), Start: *st, EmuErr: emuErr,
+				Emu: c.r, EmuMem: c.buf, Why: []string{"emu.Step changed the read-only page through memio.Process"}}, nil
+		}
+	}
 	if err := c.O.Run(code, st, out); err != nil {
 		return nil, err
 	}
-	// The emulator sees the same memory: the window and the code page.
-	if err := c.mem.Poke(WindowAddr, st.Mem[:]); err != nil {
-		return nil, err
-	}
-	if err := c.mem.Poke(CodePage, c.O.code[:]); err != nil {
-		return nil, err
-	}
-	c.r = st.Regs
-	emuErr := safeStep(in, &c.r, c.mem)
-	if err := c.mem.Peek(DataAddr, c.buf[:]); err != nil {
-		return nil, err
+	if c.proc == nil {
+		// The emulator sees the same memory: the window and the code page.
+		if err := c.mem.Poke(WindowAddr, st.Mem[:]); err != nil {
+			return nil, err
+		}
+		if err := c.mem.Poke(CodePage, c.O.code[:]); err != nil {
+			return nil, err
+		}
+		c.r = st.Regs
+		emuErr = safeStep(in, &c.r, c.mem)
+		if err := c.mem.Peek(DataAddr, c.buf[:]); err != nil {
+			return nil, err
+		}
 	}
 	why := c.compare(in, st, out, emuErr)
 	if len(why) == 0 {

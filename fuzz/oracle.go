@@ -374,6 +374,49 @@ func (o *Oracle) Run(code []byte, st *State, out *Outcome) error {
 	return err
 }
 
+// Poke writes code at rip in the code page and st's data window into the
+// sandbox without running anything, and Peek reads the window back: with
+// them a memory other than the CPU (memio.Process over Pid) can work on the
+// sandbox's pages between two runs.
+func (o *Oracle) Poke(code []byte, rip uint64, mem *[WindowSize]byte) error {
+	if rip < CodePage || rip >= codeEnd || uint64(len(code)) > codeEnd-rip {
+		return fmt.Errorf("fuzz: code of %d bytes at %#x is outside the code page %#x", len(code), rip, CodePage)
+	}
+	var err error
+	o.do(func() {
+		if err = o.placeCode(code, rip); err != nil {
+			return
+		}
+		if _, err = unix.Pwrite(o.mem, mem[:], int64(WindowAddr)); err != nil {
+			err = o.fail(fmt.Errorf("fuzz: writing the data window: %w", err))
+		}
+	})
+	return err
+}
+
+// Peek reads the data window into mem.
+func (o *Oracle) Peek(mem *[WindowSize]byte) error {
+	var err error
+	o.do(func() {
+		if _, err = unix.Pread(o.mem, mem[:], int64(WindowAddr)); err != nil {
+			err = o.fail(fmt.Errorf("fuzz: reading the data window: %w", err))
+		}
+	})
+	return err
+}
+
+// placeCode writes code at rip unless the code page holds it already.
+func (o *Oracle) placeCode(code []byte, rip uint64) error {
+	off := rip - CodePage
+	if string(o.code[off:off+uint64(len(code))]) != string(code) {
+		copy(o.code[off:], code)
+		if _, err := unix.Pwrite(o.mem, code, int64(rip)); err != nil {
+			return o.fail(fmt.Errorf("fuzz: writing code at %#x: %w", rip, err))
+		}
+	}
+	return nil
+}
+
 // sigTrapSyscall is the stop signal of a syscall stop with PTRACE_O_TRACESYSGOOD.
 const sigTrapSyscall = unix.SIGTRAP | 0x80
 
@@ -384,12 +427,8 @@ func (o *Oracle) run(code []byte, st *State, out *Outcome, withMem bool) error {
 		return o.dead
 	}
 	rip := st.Regs.RIP
-	off := rip - CodePage
-	if string(o.code[off:off+uint64(len(code))]) != string(code) {
-		copy(o.code[off:], code)
-		if _, err := unix.Pwrite(o.mem, code, int64(rip)); err != nil {
-			return o.fail(fmt.Errorf("fuzz: writing code at %#x: %w", rip, err))
-		}
+	if err := o.placeCode(code, rip); err != nil {
+		return err
 	}
 	if withMem {
 		if _, err := unix.Pwrite(o.mem, st.Mem[:], int64(WindowAddr)); err != nil {

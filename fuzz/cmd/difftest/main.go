@@ -45,6 +45,7 @@ func main() {
 	maxLen := flag.Int("length-max", 0, "stop the length campaign after this many instructions (0: all)")
 	perFile := flag.Int("length-per-file", 0, "decode at most this many instructions of each file (0: all)")
 	verbose := flag.Bool("v", false, "print every form's counts")
+	process := flag.Bool("process", false, "emulate on the sandbox's own memory through memio.Process (as on a probe hit) rather than on in-memory pages")
 	flag.Parse()
 	if len(lengths) > 0 {
 		lengths = append(lengths, flag.Args()...)
@@ -52,10 +53,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "difftest: unexpected arguments %q (files go after -lengths)\n", flag.Args())
 		os.Exit(2)
 	}
-	os.Exit(run(*n, *seed, *forms, lengths, *maxLen, *perFile, *verbose))
+	os.Exit(run(*n, *seed, *forms, lengths, *maxLen, *perFile, *verbose, *process))
 }
 
-func run(n int, seed uint64, forms string, lengths []string, maxLen, perFile int, verbose bool) int {
+func run(n int, seed uint64, forms string, lengths []string, maxLen, perFile int, verbose, process bool) int {
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
 	var re *regexp.Regexp
@@ -72,12 +73,20 @@ func run(n int, seed uint64, forms string, lengths []string, maxLen, perFile int
 		return 2
 	}
 	defer o.Close()
-	c, err := fuzz.NewCampaign(o, seed, re)
+	var ch *fuzz.Checker
+	if process {
+		if ch, err = fuzz.NewProcessChecker(o); err != nil {
+			fmt.Fprintf(os.Stderr, "difftest: %v\n", err)
+			return 2
+		}
+		defer ch.Close()
+	}
+	c, err := fuzz.NewCampaign(o, seed, re, ch)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "difftest: %v\n", err)
 		return 2
 	}
-	fmt.Fprintf(out, "# seed=%d forms=%d\n", seed, len(c.Forms))
+	fmt.Fprintf(out, "# seed=%d forms=%d process=%v\n", seed, len(c.Forms), process)
 	c.OnMismatch = func(m *fuzz.Mismatch) {
 		fmt.Fprintf(out, "%s\n", m)
 		out.Flush()
