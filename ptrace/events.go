@@ -237,7 +237,13 @@ func (t *Tracer) execed(th *thread) {
 // reports something else than the interrupt keeps that report for
 // resumeWorld. It returns the threads it stopped.
 func (t *Tracer) stopWorld(p *Process, keep *thread, all bool) []*thread {
+	// Lists are recycled (worlds can nest: a deferred report handled while
+	// resuming may stop the world again) so a single-step hit allocates
+	// nothing once warm.
 	var stopped []*thread
+	if n := len(t.spare); n > 0 {
+		stopped, t.spare = t.spare[n-1][:0], t.spare[:n-1]
+	}
 	for _, th := range p.threads {
 		if th == keep || th.state == held || (th.state == listening && !all) {
 			continue
@@ -263,6 +269,10 @@ func (t *Tracer) stopWorld(p *Process, keep *thread, all bool) []*thread {
 // resumeWorld lets the threads stopWorld stopped go, handling the reports
 // they had instead of the interrupt.
 func (t *Tracer) resumeWorld(stopped []*thread) {
+	defer func() {
+		clear(stopped)
+		t.spare = append(t.spare, stopped[:0])
+	}()
 	for _, th := range stopped {
 		if th.state != held || th.p.finished || th.p.threads[th.tid] != th {
 			continue

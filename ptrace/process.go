@@ -231,6 +231,9 @@ func (t *Tracer) Start(cmd *exec.Cmd, opts ...Option) (*Process, error) {
 	if cmd.Err != nil {
 		return nil, fmt.Errorf("ptrace: Start: %w", cmd.Err)
 	}
+	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Ptrace {
+		return nil, errors.New("ptrace: Start: cmd.SysProcAttr.Ptrace must be false: the tracer seizes the process itself")
+	}
 	if fi, err := os.Stat(cmd.Path); err != nil {
 		return nil, fmt.Errorf("ptrace: Start: %w", err)
 	} else if fi.IsDir() || fi.Mode()&0o111 == 0 {

@@ -39,6 +39,7 @@ type Tracer struct {
 	r     regs.Regs
 	si    siginfo
 	one   [1]byte
+	spare [][]*thread // thread lists for stopWorld
 
 	closeOnce sync.Once
 }
