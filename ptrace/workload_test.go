@@ -225,3 +225,35 @@ func nameOf(sym map[string]uint64, addr uint64) string {
 	}
 	return ""
 }
+
+// A SIGTRAP sent to a thread (si_code SI_TKILL) that stops it one byte past
+// a probe, where an INT3 hit would leave it, is the tracee's and is
+// delivered: the handler sends it while serving a hit on a one-byte push rbp,
+// so it arrives exactly there (or during the step).
+func TestSIGTRAPOneBytePastAProbe(t *testing.T) {
+	path := buildWorkload(t)
+	sym := symbols(t, path, "f_push")
+	for _, strat := range []Strategy{Emulate, OutOfLine, SingleStep} {
+		t.Run(strat.String(), func(t *testing.T) {
+			cmd := exec.Command(path, "tkill", "50")
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			p, err := Start(cmd)
+			require.NoError(t, err)
+			t.Cleanup(func() {
+				p.Detach()
+				cmd.Process.Kill()
+			})
+			pr, err := p.Insert(sym["f_push"], strat, func(tid int, _ *Probe, _ *regs.Regs, _ memio.Memory) {
+				unix.Tgkill(p.Pid(), tid, unix.SIGTRAP)
+			})
+			require.NoError(t, err)
+			require.Equal(t, 1, pr.Insn.Len)
+			exit, err := p.Run(runCtx(t))
+			require.NoError(t, err)
+			assert.Equal(t, &Exit{}, exit)
+			assert.Equal(t, "SIGTRAPs: 50\n", out.String())
+			assert.Equal(t, uint64(50), pr.Hits())
+		})
+	}
+}

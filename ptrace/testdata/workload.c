@@ -113,6 +113,22 @@ int main(int argc, char **argv) {
 		printf("sum %lu usr2 %lu outside text %lu\n", s, (unsigned long)usr2, (unsigned long)usr2_bad);
 		return 0;
 	}
+	if (argc > 2 && strcmp(argv[1], "tkill") == 0) {
+		// Each call is hit by a probe whose handler sends this thread a
+		// SIGTRAP: all must arrive.
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_trap;
+		sigaction(SIGTRAP, &sa, NULL);
+		long n = atol(argv[2]);
+		for (long i = 0; i < n; i++) {
+			f_push(i);
+			while (atomic_load(&traps) < (unsigned long)i + 1)
+				sched_yield();
+		}
+		printf("SIGTRAPs: %lu\n", (unsigned long)traps);
+		return 0;
+	}
 	if (argc > 1 && strcmp(argv[1], "after-exec") == 0) {
 		unsigned long s = 0;
 		for (int i = 0; i < 5; i++)
