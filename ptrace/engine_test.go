@@ -328,32 +328,37 @@ func fileText(t *testing.T, path string) func(addr uint64, n int) []byte {
 	}
 }
 
-// The hit path allocates nothing: thousands of hits, emulated, cost fewer
-// allocations in the whole test process than one per hundred hits.
+// The hit path allocates nothing: thousands of hits, with every strategy,
+// cost fewer allocations in the whole test process than one per hundred
+// hits.
 func TestHitDoesNotAllocate(t *testing.T) {
-	const n = 5000
-	cmd := child("calls", "N=5000")
-	cmd.Stdout = io.Discard
-	p := start(t, cmd)
-	var probes []*Probe
-	for _, s := range []asmfuncs.Site{asmfuncs.SitePushRBP, asmfuncs.SiteSubRSP, asmfuncs.SiteLea, asmfuncs.SiteCallLeaf} {
-		pr, err := p.Insert(asmfuncs.Addr(s), Emulate, func(int, *Probe, *regs.Regs, memio.Memory) {})
-		require.NoError(t, err)
-		probes = append(probes, pr)
+	const n = 2000
+	for _, strat := range []Strategy{Emulate, OutOfLine, SingleStep} {
+		t.Run(strat.String(), func(t *testing.T) {
+			cmd := child("calls", fmt.Sprintf("N=%d", n))
+			cmd.Stdout = io.Discard
+			p := start(t, cmd)
+			var probes []*Probe
+			for _, s := range []asmfuncs.Site{asmfuncs.SitePushRBP, asmfuncs.SiteSubRSP, asmfuncs.SiteLea, asmfuncs.SiteCallLeaf} {
+				pr, err := p.Insert(asmfuncs.Addr(s), strat, func(int, *Probe, *regs.Regs, memio.Memory) {})
+				require.NoError(t, err)
+				probes = append(probes, pr)
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := p.Run(runCtx(t))
+			runtime.ReadMemStats(&after)
+			require.NoError(t, err)
+			hits := uint64(0)
+			for _, pr := range probes {
+				hits += pr.Hits()
+			}
+			require.Equal(t, uint64(4*n), hits)
+			allocs := after.Mallocs - before.Mallocs
+			t.Logf("%d allocations for %d hits", allocs, hits)
+			assert.Less(t, float64(allocs)/float64(hits), 0.01)
+		})
 	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	_, err := p.Run(runCtx(t))
-	runtime.ReadMemStats(&after)
-	require.NoError(t, err)
-	hits := uint64(0)
-	for _, pr := range probes {
-		hits += pr.Hits()
-	}
-	require.Equal(t, uint64(4*n), hits)
-	allocs := after.Mallocs - before.Mallocs
-	t.Logf("%d allocations for %d hits", allocs, hits)
-	assert.Less(t, float64(allocs)/float64(hits), 0.01)
 }
 
 func osThreads(t *testing.T) int {
