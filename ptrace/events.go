@@ -192,13 +192,21 @@ func (t *Tracer) forked(p *Process, child int, vfork bool) {
 // execed handles an execve: a vfork child leaves p's memory and is let go;
 // p itself gets a new image, without the old probes or XOL area.
 func (t *Tracer) execed(th *thread) {
-	p := th.p
 	if th.vfork {
-		delete(p.threads, th.tid)
+		delete(th.p.threads, th.tid)
 		delete(t.threads, th.tid)
 		unix.PtraceDetach(th.tid)
 		return
 	}
+	t.newImage(th)
+	if !th.p.finished {
+		t.resume(th, 0)
+	}
+}
+
+// newImage resets p after th's execve succeeded, and tells the caller.
+func (t *Tracer) newImage(th *thread) {
+	p := th.p
 	for tid, o := range p.threads {
 		if o != th && !o.vfork {
 			delete(p.threads, tid)
@@ -226,9 +234,6 @@ func (t *Tracer) execed(th *thread) {
 	}
 	if p.cfg.onExec != nil {
 		p.cfg.onExec(p)
-	}
-	if !p.finished {
-		t.resume(th, 0)
 	}
 }
 

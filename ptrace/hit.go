@@ -115,6 +115,7 @@ const (
 	stepped = iota
 	stepGone
 	stepFault // t.si holds the fault's siginfo
+	stepExec  // the instruction was an execve that succeeded: a new image, nothing to fix
 )
 
 // step single-steps th, whose registers are set, until it has executed the
@@ -149,6 +150,9 @@ func (t *Tracer) step(th *thread, from uint64) int {
 				t.forked(th.p, int(m), ptraceEvent(ws) == unix.PTRACE_EVENT_VFORK)
 			}
 			continue
+		case unix.PTRACE_EVENT_EXEC:
+			t.newImage(th)
+			return stepExec
 		default:
 			continue
 		}
@@ -221,6 +225,10 @@ func (t *Tracer) stepOutOfLine(th *thread, s *site) {
 	}
 	res := t.step(th, s.slot)
 	if res == stepGone {
+		return
+	}
+	if res == stepExec {
+		t.release(th)
 		return
 	}
 	r.LoadPtrace(&t.pregs)
