@@ -34,6 +34,7 @@ type Process struct {
 	local  [1]unix.Iovec
 	remote [1]unix.RemoteIovec
 	word   [8]byte
+	undo   [64]byte // a crossing write's old bytes, so a short one can be taken back
 	mem    *os.File // /proc/PID/mem, opened on first use
 	closed bool
 }
@@ -113,6 +114,18 @@ func (p *Process) transfer(b []byte, addr uint64, a Access) (int, error) {
 	if addr+uint64(len(b)) < addr {
 		return 0, &Fault{Addr: addr, Access: a, Err: ErrUnmapped}
 	}
+	if a == Write && crossesPage(addr, len(b)) {
+		return p.writeAcross(b, addr)
+	}
+	n, e := p.vm(b, addr, a)
+	if e == 0 && n == len(b) {
+		return n, nil
+	}
+	return n, p.fault(addr+uint64(n), a, e)
+}
+
+// vm moves b to or from addr with one process_vm call.
+func (p *Process) vm(b []byte, addr uint64, a Access) (int, unix.Errno) {
 	p.local[0].Base = &b[0]
 	p.local[0].SetLen(len(b))
 	p.remote[0].Base = uintptr(addr)
@@ -127,14 +140,48 @@ func (p *Process) transfer(b []byte, addr uint64, a Access) (int, error) {
 		uintptr(unsafe.Pointer(&p.local[0])), 1,
 		uintptr(unsafe.Pointer(&p.remote[0])), 1, 0)
 	p.local[0].Base = nil // do not keep b alive
-	n := int(r)
 	if e != 0 {
-		n = 0
+		return 0, e
 	}
+	return int(r), 0
+}
+
+// pageSize is the granule of protection: a write within one page either
+// goes through whole or not at all.
+const pageSize = 4096
+
+func crossesPage(addr uint64, n int) bool {
+	return addr/pageSize != (addr+uint64(n)-1)/pageSize
+}
+
+// writeAcross writes b where it spans pages of possibly different
+// protections. process_vm_writev stops at the first page it may not write,
+// leaving the earlier pages written; the CPU writes nothing in that case, and
+// the emulator's atomicity depends on the same. So the old bytes are read
+// first and put back when the write comes up short. Another thread of the
+// target could store to those bytes in between; the window is two syscalls
+// long and only for a write that faults anyway.
+func (p *Process) writeAcross(b []byte, addr uint64) (int, error) {
+	var old []byte
+	if len(b) <= len(p.undo) {
+		old = p.undo[:len(b)]
+	} else {
+		old = make([]byte, len(b))
+	}
+	saved, _ := p.vm(old, addr, Read)
+	n, e := p.vm(b, addr, Write)
 	if e == 0 && n == len(b) {
 		return n, nil
 	}
-	return n, p.fault(addr+uint64(n), a, e)
+	if n > 0 {
+		// Bytes past what could be read were not writable either, so n <= saved
+		// except for write-only pages, which x86 Linux does not really have.
+		if back, _ := p.vm(old[:min(n, saved)], addr, Write); back != min(n, saved) {
+			return n, &Fault{Addr: addr, Access: Write,
+				Err: fmt.Errorf("a short write across pages could not be undone: %w", ErrProtected)}
+		}
+	}
+	return 0, p.fault(addr+uint64(n), Write, e)
 }
 
 // fault builds the error of an access that stopped at addr, naming why.
