@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -234,7 +235,11 @@ func (t *Tracer) Start(cmd *exec.Cmd, opts ...Option) (*Process, error) {
 	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Ptrace {
 		return nil, errors.New("ptrace: Start: cmd.SysProcAttr.Ptrace must be false: the tracer seizes the process itself")
 	}
-	if fi, err := os.Stat(cmd.Path); err != nil {
+	path := cmd.Path
+	if cmd.Dir != "" && !filepath.IsAbs(path) {
+		path = filepath.Join(cmd.Dir, path) // as the launcher, started in Dir, will see it
+	}
+	if fi, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("ptrace: Start: %w", err)
 	} else if fi.IsDir() || fi.Mode()&0o111 == 0 {
 		return nil, fmt.Errorf("ptrace: Start: %s is not an executable file", cmd.Path)
