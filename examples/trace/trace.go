@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/onetrap/onetrap/examples/internal/symtab"
+	"github.com/onetrap/onetrap/memio"
+	"github.com/onetrap/onetrap/ptrace"
+	"github.com/onetrap/onetrap/regs"
+	"golang.org/x/sys/unix"
+)
+
+// Result is what a trace found, and what -json prints.
+type Result struct {
+	Pid     int      `json:"pid"`
+	Program []string `json:"program,omitempty"`
+	// Exit is how the program ended; nil when the tracer detached first.
+	Exit *ExitStatus `json:"exit,omitempty"`
+	// Detached is set when the tracer let the program go (SIGINT, SIGTERM)
+	// before it ended: it keeps running untraced.
+	Detached bool   `json:"detached"`
+	Probes   []*Row `json:"probes"`
+	// Errors are specs that resolved to nothing in a later image (after
+	// exec) or libraries that were never mapped.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// ExitStatus is how the traced program ended.
+type ExitStatus struct {
+	Code   int    `json:"code"`
+	Signal string `json:"signal,omitempty"`
+}
+
+// Row is one probe site: one address of one spec.
+type Row struct {
+	Spec     string `json:"spec"`
+	Site     string `json:"site"`           // FUNC+0xOFF, or 0xADDR
+	File     string `json:"file,omitempty"` // the ELF file holding the site, for library probes
+	Addr     uint64 `json:"addr"`           // in the process
+	Insn     string `json:"insn,omitempty"`
+	Strategy string `json:"strategy,omitempty"`
+	Hits     uint64 `json:"hits"`
+	// CPUPerHitNs is the tracer thread's CPU time from one hit's handler to
+	// the next one's, charged to the first: the hit's fixup (emulation or
+	// out-of-line step), its resume, the wait for the next event and the
+	// next hit's registers. 0 when not measured (fewer than two hits).
+	CPUPerHitNs float64 `json:"tracer_cpu_ns_per_hit"`
+	// Error says why the site has no probe (the decoder refused its
+	// instruction, say).
+	Error string `json:"error,omitempty"`
+
+	args      []symtab.Arg
+	probe     *ptrace.Probe // nil when refused, or dropped (exec, dlclose)
+	base      uint64        // hits of earlier probes of this site (before a dlclose)
+	cpu       int64         // ns, see CPUPerHitNs
+	intervals int64
+}
+
+func (rw *Row) hits() uint64 {
+	if rw.probe == nil {
+		return rw.base
+	}
+	return rw.base + rw.probe.Hits()
+}
+
+// spec is one -p argument and what became of it.
+type spec struct {
+	sp      *symtab.Spec
+	pending bool // a LIB: spec waiting for its library to be mapped
+}
+
+// session is one traced process. Handlers run on the tracer thread; mu
+// guards what setup on the main goroutine shares with them.
+type session struct {
+	o     *options
+	proc  *ptrace.Process
+	pid   int
+	specs []*spec
+	out   *bufio.Writer // per-hit lines
+
+	mu     sync.Mutex
+	rows   []*Row
+	errs   []string
+	last   *Row  // the row of the previous hit, which the CPU time since is charged to
+	lastNs int64 // the tracer thread's CPU clock at that hit
+
+	loader *ptrace.Probe
+	rDebug uint64 // the dynamic loader's r_debug in the process, or 0
+	line   []byte // per-hit line buffer, reused
+}
+
+// trace starts or attaches, places the probes, runs until the program ends or
+// a signal asks to detach, and prints the summary. It returns the result (nil
+// when nothing was traced) and the exit status for run.
+func trace(o *options) (*Result, int) {
+	s := &session{o: o, out: bufio.NewWriterSize(o.report, 64<<10)}
+	for _, raw := range o.specs {
+		sp, err := symtab.ParseSpec(raw)
+		if err != nil {
+			fmt.Fprintf(o.stderr, "trace: -p %q: %v\n", raw, err)
+			return nil, 2
+		}
+		s.specs = append(s.specs, &spec{sp: sp, pending: sp.Lib != ""})
+	}
+
+	opt := ptrace.OnExec(s.onExec)
+	var err error
+	if o.pid != 0 {
+		s.proc, err = ptrace.Attach(o.pid, opt)
+	} else {
+		cmd := exec.Command(o.argv[0], o.argv[1:]...)
+		if cmd.Err != nil {
+			fmt.Fprintln(o.stderr, "trace:", cmd.Err)
+			return nil, 2
+		}
+		// The program's standard files are the tracer's own, passed as
+		// they are: its output is unchanged and unbuffered by the tracer.
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		cmd.Env = o.env
+		s.proc, err = ptrace.Start(cmd, opt)
+	}
+	if err != nil {
+		fmt.Fprintln(o.stderr, "trace:", err)
+		return nil, 2
+	}
+	s.pid = s.proc.Pid()
+
+	// Every spec of the main program must name something: a typo is
+	// reported before the program runs, as perf probe does.
+	for _, sp := range s.specs {
+		if sp.sp.Lib != "" {
+			continue
+		}
+		if err := s.place(sp); err != nil {
+			fmt.Fprintf(o.stderr, "trace: -p %q: %v\n", sp.sp.Raw, err)
+			s.abandon()
+			return nil, 2
+		}
+	}
+	if err := s.watchLoader(); err != nil && s.hasLib() {
+		fmt.Fprintf(o.stderr, "trace: library probes are resolved only now, not after a dlopen: %v\n", err)
+	}
+	s.resolvePending()
+	for _, rw := range s.snapshot() {
+		if rw.Error != "" {
+			fmt.Fprintf(o.stderr, "trace: %s at %#x: not probed: %s\n", rw.Site, rw.Addr, rw.Error)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, unix.SIGINT, unix.SIGTERM)
+	defer signal.Stop(sig)
+	go func() {
+		select {
+		case <-sig:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	exit, err := s.proc.Run(ctx)
+	res := &Result{Pid: s.pid, Program: o.argv}
+	code := 0
+	switch {
+	case exit != nil:
+		res.Exit = &ExitStatus{Code: exit.Code}
+		code = exit.Code
+		if exit.Signal != 0 {
+			res.Exit.Signal = unix.SignalName(exit.Signal)
+			code = 128 + int(exit.Signal)
+		}
+	case ctx.Err() != nil:
+		res.Detached = true
+	default:
+		fmt.Fprintln(o.stderr, "trace:", err)
+		code = 1
+	}
+	s.finish(res)
+	if err := s.print(res); err != nil {
+		fmt.Fprintln(o.stderr, "trace:", err)
+		return res, 2
+	}
+	return res, code
+}
+
+// abandon lets go of a process the tracer will not run: a started program
+// that never ran its first instruction is killed, an attached one left as
+// it was.
+func (s *session) abandon() {
+	s.proc.Detach()
+	if s.o.pid == 0 {
+		unix.Kill(s.pid, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(s.pid, &ws, 0, nil)
+	}
+}
+
+func (s *session) hasLib() bool {
+	for _, sp := range s.specs {
+		if sp.sp.Lib != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// place resolves sp in the process's current image and inserts a probe at
+// every site. A site whose instruction cannot be probed keeps a row with the
+// reason; a spec that names nothing is an error.
+func (s *session) place(sp *spec) error {
+	sites, err := symtab.ResolvePID(s.pid, sp.sp)
+	if err != nil {
+		return err
+	}
+	if len(sites) == 0 {
+		return errors.New("matches no function")
+	}
+	for i := range sites {
+		s.insert(sp, &sites[i])
+	}
+	return nil
+}
+
+// insert puts one probe in, reusing the row of an earlier probe at the same
+// site (one dropped at a dlclose, say) so hits add up.
+func (s *session) insert(sp *spec, ps *symtab.ProcSite) {
+	name := ps.Site.String()
+	file := ""
+	if sp.sp.Lib != "" {
+		file = filepath.Base(ps.Path)
+		name = file + ":" + name
+	}
+	s.mu.Lock()
+	var rw *Row
+	for _, r := range s.rows {
+		if r.probe == nil && r.Spec == sp.sp.Raw && r.Site == name {
+			rw = r
+			break
+		}
+	}
+	if rw == nil {
+		rw = &Row{Spec: sp.sp.Raw, Site: name, File: file}
+		s.rows = append(s.rows, rw)
+	}
+	rw.Addr, rw.args, rw.Error = ps.PC, ps.Args, ""
+	s.mu.Unlock()
+
+	pr, err := s.proc.Insert(ps.PC, s.o.strategy, s.handler(rw))
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		rw.Error = err.Error()
+		return
+	}
+	rw.probe, rw.Insn, rw.Strategy = pr, pr.Insn.String(), pr.Strategy.String()
+}
+
+// handler returns the function run on each hit of rw's probe.
+func (s *session) handler(rw *Row) ptrace.Handler {
+	return func(tid int, p *ptrace.Probe, r *regs.Regs, m memio.Memory) {
+		s.account(rw)
+		if s.o.verbose {
+			s.printHit(tid, rw, r)
+		}
+	}
+}
+
+// account charges the tracer thread's CPU time since the previous hit to
+// that hit's row. A thread CPU clock counts only the time the tracer spends
+// working, not the time it sleeps in wait4, so this is the tracer's cost per
+// hit, handler and clock reading included.
+func (s *session) account(rw *Row) {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+	now := ts.Nano()
+	s.mu.Lock()
+	if s.last != nil {
+		s.last.cpu += now - s.lastNs
+		s.last.intervals++
+	}
+	s.last, s.lastNs = rw, now
+	s.mu.Unlock()
+}
+
+// printHit writes "tid 1234 main.f+0x4 x=0x2a rsi=0x0" through a reused
+// buffer.
+func (s *session) printHit(tid int, rw *Row, r *regs.Regs) {
+	b := append(s.line[:0], "tid "...)
+	b = strconv.AppendInt(b, int64(tid), 10)
+	b = append(b, ' ')
+	b = append(b, rw.Site...)
+	for _, a := range rw.args {
+		b = append(b, ' ')
+		b = append(b, a.Label...)
+		b = append(b, "=0x"...)
+		b = strconv.AppendUint(b, r.Get(a.Reg), 16)
+	}
+	b = append(b, '\n')
+	s.out.Write(b)
+	s.line = b
+}
+
+// snapshot copies the row list.
+func (s *session) snapshot() []*Row {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Row(nil), s.rows...)
+}
+
+// onExec runs on the tracer thread when the program calls execve: the
+// probes went with the old image, so every spec is placed again in the new
+// one (which may not have the functions: then it is noted, not fatal).
+func (s *session) onExec(p *ptrace.Process) {
+	s.mu.Lock()
+	for _, rw := range s.rows {
+		if rw.probe != nil {
+			rw.base += rw.probe.Hits()
+			rw.probe = nil
+		}
+	}
+	s.last = nil
+	s.mu.Unlock()
+	s.loader, s.rDebug = nil, 0
+	for _, sp := range s.specs {
+		if sp.sp.Lib != "" {
+			sp.pending = true
+			continue
+		}
+		if err := s.place(sp); err != nil {
+			s.note(fmt.Sprintf("-p %q after exec: %v", sp.sp.Raw, err))
+		}
+	}
+	s.watchLoader()
+	s.resolvePending()
+}
+
+func (s *session) note(msg string) {
+	s.mu.Lock()
+	s.errs = append(s.errs, msg)
+	s.mu.Unlock()
+}
+
+// finish fills the result with the final counts.
+func (s *session) finish(res *Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rw := range s.rows {
+		rw.Hits = rw.hits()
+		if rw.intervals > 0 {
+			rw.CPUPerHitNs = float64(rw.cpu) / float64(rw.intervals)
+		}
+		res.Probes = append(res.Probes, rw)
+	}
+	res.Errors = append(res.Errors, s.errs...)
+	for _, sp := range s.specs {
+		if sp.pending {
+			res.Errors = append(res.Errors, fmt.Sprintf("-p %q: library %q was never mapped", sp.sp.Raw, sp.sp.Lib))
+		}
+	}
+	if res.Probes == nil {
+		res.Probes = []*Row{}
+	}
+}
