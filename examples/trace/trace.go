@@ -226,6 +226,7 @@ func (s *session) place(sp *spec) error {
 	if len(sites) == 0 {
 		return errors.New("matches no function")
 	}
+	skipGoStackChecks(sp.sp, sites)
 	for i := range sites {
 		s.insert(sp, &sites[i])
 	}
