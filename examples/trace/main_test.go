@@ -1,0 +1,379 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// The tests run the tracer as a separate program, as a user does: it is
+// built once, and its targets are built in the test (a C program with cc, a
+// Go program with go build), so nothing is traced that the tracer built.
+
+var tracerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "trace-test")
+	if err != nil {
+		panic(err)
+	}
+	tracerBin = filepath.Join(dir, "trace")
+	out, err := exec.Command(goTool(), "build", "-o", tracerBin, ".").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// run runs cmd and returns its stdout and exit status.
+func runCmd(t *testing.T, name string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return o.String(), e.String(), ee.ExitCode()
+	}
+	require.NoError(t, err, "%s %v: %s", name, args, e.String())
+	return o.String(), e.String(), 0
+}
+
+// traceJSON runs the tracer with -json -o FILE and the given arguments and
+// returns the program's stdout, the tracer's exit status and the result.
+func traceJSON(t *testing.T, args ...string) (string, int, *Result) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "result.json")
+	stdout, stderr, code := runCmd(t, tracerBin, append([]string{"-json", "-o", out}, args...)...)
+	b, err := os.ReadFile(out)
+	require.NoError(t, err, "tracer stderr: %s", stderr)
+	var res Result
+	require.NoError(t, json.Unmarshal(b, &res), "%s", b)
+	return stdout, code, &res
+}
+
+// hits sums the hits of the rows of spec, and checks none was refused.
+func hits(t *testing.T, res *Result, spec string) uint64 {
+	t.Helper()
+	var n uint64
+	found := false
+	for _, r := range res.Probes {
+		if r.Spec == spec {
+			require.Empty(t, r.Error, "%s", r.Site)
+			n += r.Hits
+			found = true
+		}
+	}
+	require.True(t, found, "no probe for %q in %+v", spec, res.Probes)
+	return n
+}
+
+const cProgram = `#include <stdio.h>
+#include <stdlib.h>
+#include <dlfcn.h>
+
+__attribute__((noinline)) int add(int a, int b) { return a + b; }
+__attribute__((noinline)) int pick(int a) {
+	if (a % 3 == 0)
+		return a * 5;
+	return a - 1;
+}
+
+int main(int argc, char **argv) {
+	int n = atoi(argv[1]);
+	long s = 0;
+	for (int i = 0; i < n; i++)
+		s += add(i, 1) + pick(i);
+	/* A library loaded after start: its probe is placed at the dlopen. */
+	void *h = dlopen("libm.so.6", RTLD_NOW);
+	if (!h) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 1; }
+	double (*f)(double) = (double (*)(double))dlsym(h, "cbrt");
+	double d = 0;
+	for (int i = 0; i < 7; i++)
+		d += f(i * 8);
+	printf("sum %ld cbrt %.3f\n", s, d);
+	return 3;
+}
+`
+
+func buildC(t *testing.T, src string) string {
+	t.Helper()
+	cc, err := exec.LookPath("cc")
+	require.NoError(t, err, "the tests need a C compiler")
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "prog.c"), []byte(src), 0o644))
+	bin := filepath.Join(dir, "prog")
+	out, err := exec.Command(cc, "-O1", "-fno-inline", "-o", bin, filepath.Join(dir, "prog.c"), "-ldl").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return bin
+}
+
+func TestCProgram(t *testing.T) {
+	bin := buildC(t, cProgram)
+	want, _, wantCode := runCmd(t, bin, "200")
+	require.Equal(t, 3, wantCode)
+
+	got, code, res := traceJSON(t, "-p", "add arg1 arg2", "-p", "pick", "-p", "pick%return", "-p", "libm:cbrt", "--", bin, "200")
+	assert.Equal(t, want, got, "the program's output is unchanged")
+	assert.Equal(t, wantCode, code, "the tracer exits with the program's status")
+	require.NotNil(t, res.Exit)
+	assert.Equal(t, 3, res.Exit.Code)
+	assert.False(t, res.Detached)
+	assert.Equal(t, uint64(200), hits(t, res, "add arg1 arg2"))
+	assert.Equal(t, uint64(200), hits(t, res, "pick"))
+	assert.Equal(t, uint64(200), hits(t, res, "pick%return"), "every RET of pick, together, once per call")
+	assert.Equal(t, uint64(7), hits(t, res, "libm:cbrt"), "a probe in a library loaded by dlopen")
+	for _, r := range res.Probes {
+		assert.NotEmpty(t, r.Insn, r.Site)
+		assert.Contains(t, []string{"emulate", "outofline"}, r.Strategy, r.Site)
+		assert.NotZero(t, r.Addr, r.Site)
+	}
+	assert.Empty(t, res.Errors)
+}
+
+func TestCProgramVerbose(t *testing.T) {
+	bin := buildC(t, cProgram)
+	out := filepath.Join(t.TempDir(), "hits.txt")
+	_, _, code := runCmd(t, tracerBin, "-v", "-o", out, "-p", "add a=arg1 rsi", "-strategy", "outofline", "--", bin, "5")
+	require.Equal(t, 3, code)
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "tid ") {
+			lines = append(lines, l)
+		}
+	}
+	require.Len(t, lines, 5, "%s", b)
+	for i, l := range lines {
+		// add(i, 1): arg1 is i, rsi is 1.
+		assert.Regexp(t, `^tid \d+ add a=0x`+string(rune('0'+i))+` rsi=0x1$`, l)
+	}
+	assert.Regexp(t, `add\s+\S.*outofline\s+5\s`, string(b), "summary row")
+}
+
+const goProgram = `package main
+
+import (
+	"fmt"
+	"sync"
+)
+
+//go:noinline
+func work(i int) int {
+	if i%3 == 0 {
+		return helper(i) + 1
+	}
+	return deep(i, 40)
+}
+
+//go:noinline
+func helper(i int) int { return i + 7 }
+
+// deep recurses with a large frame, so goroutines' stacks grow inside work's
+// callees and work itself runs its stack check more than once per call.
+//
+//go:noinline
+func deep(i, n int) int {
+	var pad [256]byte
+	pad[n%256] = byte(i)
+	if n == 0 {
+		return i * 2
+	}
+	return deep(i, n-1) + int(pad[n%256]) - int(byte(i))
+}
+
+func main() {
+	var wg sync.WaitGroup
+	sums := make([]int, 3)
+	for g := 0; g < 3; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 300; i++ {
+				sums[g] += work(i)
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Println("sums", sums)
+}
+`
+
+func buildGo(t *testing.T, ldflags string) string {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "main.go"), []byte(goProgram), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module prog\n\ngo 1.22\n"), 0o644))
+	bin := filepath.Join(dir, "prog")
+	cmd := exec.Command(goTool(), "build", "-ldflags="+ldflags, "-o", bin, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return bin
+}
+
+func TestGoProgram(t *testing.T) {
+	for _, c := range []struct{ name, ldflags string }{
+		{"with symbols", ""},
+		{"stripped -s -w", "-s -w"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			bin := buildGo(t, c.ldflags)
+			if c.ldflags != "" {
+				f, err := elfSymbols(bin)
+				require.NoError(t, err)
+				require.Zero(t, f, "stripped binary has no symbol table")
+			}
+			want, _, _ := runCmd(t, bin)
+			got, code, res := traceJSON(t, "-p", "main.work arg1", "-p", "main.work%return", "-p", "main.helper", "-p", "main.deep", "--", bin)
+			assert.Equal(t, want, got)
+			assert.Equal(t, 0, code)
+			assert.Equal(t, uint64(900), hits(t, res, "main.work arg1"))
+			assert.Equal(t, uint64(900), hits(t, res, "main.work%return"))
+			assert.Equal(t, uint64(300), hits(t, res, "main.helper"))
+			assert.Equal(t, uint64(600*41), hits(t, res, "main.deep"))
+		})
+	}
+}
+
+func TestGoFirstByteCountsStackGrowth(t *testing.T) {
+	// FUNC+0 is the first byte, the stack check: a call that grows the
+	// stack runs it again, so it may count more than the calls; never fewer.
+	bin := buildGo(t, "")
+	_, code, res := traceJSON(t, "-p", "main.deep+0", "--", bin)
+	require.Equal(t, 0, code)
+	require.Len(t, res.Probes, 1)
+	// deep's frame is big: its check starts with lea r12, [rsp-n].
+	assert.Equal(t, "main.deep", res.Probes[0].Site)
+	assert.Regexp(t, `^lea r12, ptr \[rsp-0x[0-9a-f]+\]$`, res.Probes[0].Insn)
+	assert.GreaterOrEqual(t, res.Probes[0].Hits, uint64(600*41))
+}
+
+func TestDemo(t *testing.T) {
+	stdout, stderr, code := runCmd(t, tracerBin)
+	assert.Equal(t, 0, code, "%s", stderr)
+	assert.Contains(t, stderr, "demo: PASSED")
+	assert.Contains(t, stdout, "checksum 124000 (want 124000), counter 4000 (want 4000)")
+	for _, f := range demoFuncs {
+		assert.Regexp(t, `demo: `+f.name+`\s+`+f.strategy+`\s+hits\s+4000, expected\s+4000 .*: ok`, stderr)
+	}
+}
+
+const cLoop = `#include <stdio.h>
+#include <unistd.h>
+
+__attribute__((noinline)) long tick(long i) { return i * 3; }
+
+int main(void) {
+	long s = 0;
+	printf("ready\n");
+	fflush(stdout);
+	for (long i = 0; i < 100; i++) {
+		s += tick(i);
+		usleep(10000);
+	}
+	printf("sum %ld\n", s);
+	return 0;
+}
+`
+
+func TestAttachDetachOnSIGINT(t *testing.T) {
+	bin := buildC(t, cLoop)
+	prog := exec.Command(bin)
+	stdout, err := prog.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, prog.Start())
+	defer prog.Process.Kill()
+	buf := make([]byte, 6)
+	_, err = stdout.Read(buf)
+	require.NoError(t, err)
+	require.Equal(t, "ready\n", string(buf))
+
+	out := filepath.Join(t.TempDir(), "result.json")
+	tr := exec.Command(tracerBin, "-json", "-o", out, "-pid", itoa(prog.Process.Pid), "-p", "tick arg1")
+	var trErr bytes.Buffer
+	tr.Stderr = &trErr
+	require.NoError(t, tr.Start())
+	time.Sleep(300 * time.Millisecond)
+	require.Equal(t, 1, tracerPid(t, prog.Process.Pid) /* traced */, "the tracer has attached")
+	require.NoError(t, tr.Process.Signal(unix.SIGINT))
+	require.NoError(t, tr.Wait(), "tracer: %s", trErr.String())
+	assert.Equal(t, 0, tracerPid(t, prog.Process.Pid), "detached: no tracer")
+
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	var res Result
+	require.NoError(t, json.Unmarshal(b, &res), "%s", b)
+	assert.True(t, res.Detached)
+	assert.Nil(t, res.Exit)
+	n := hits(t, &res, "tick arg1")
+	assert.Greater(t, n, uint64(0))
+	assert.Less(t, n, uint64(100))
+
+	// The program goes on, untraced, and ends as if never traced.
+	rest := new(bytes.Buffer)
+	_, err = rest.ReadFrom(stdout)
+	require.NoError(t, err)
+	require.NoError(t, prog.Wait())
+	assert.Equal(t, "sum 14850\n", rest.String())
+}
+
+// tracerPid returns 1 when pid is traced, 0 when not.
+func tracerPid(t *testing.T, pid int) int {
+	b, err := os.ReadFile("/proc/" + itoa(pid) + "/status")
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
+			if strings.TrimSpace(v) == "0" {
+				return 0
+			}
+			return 1
+		}
+	}
+	t.Fatal("no TracerPid")
+	return 0
+}
+
+func TestUsageErrors(t *testing.T) {
+	bin := buildC(t, cProgram)
+	for _, c := range []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"unknown function", []string{"-p", "no_such_function", "--", bin, "3"}, "no function matches"},
+		{"bad spec", []string{"-p", "add+", "--", bin, "3"}, "-p"},
+		{"no probe", []string{"--", bin, "3"}, "no probe given"},
+		{"pid and program", []string{"-pid", "1", "-p", "add", "--", bin}, "either -pid or a program"},
+		{"bad strategy", []string{"-strategy", "teleport", "-p", "add", "--", bin}, "unknown -strategy"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			stdout, stderr, code := runCmd(t, tracerBin, c.args...)
+			assert.Equal(t, 2, code)
+			assert.Contains(t, stderr, c.msg)
+			assert.Empty(t, stdout, "the program did not run")
+		})
+	}
+}
