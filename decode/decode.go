@@ -77,6 +77,9 @@ func Decode(code []byte, pc uint64) (*Insn, error) {
 	}
 
 	inst, xerr := x86Decode(code)
+	if p.enc == encLegacy && (p.stray != 0 || isWideNOP(&p, code)) {
+		inst, xerr = x86Retry(&p, code)
+	}
 	if (xerr != nil || inst.Op == 0) && p.enc != encLegacy && p.vexOff > 0 {
 		inst, xerr = afterPrefixes(&p, code)
 	}
@@ -99,6 +102,7 @@ func Decode(code []byte, pc uint64) (*Insn, error) {
 		return fail(err, false)
 	}
 	in.finish(&p)
+	in.strayREXRule(&p)
 	return in, nil
 }
 
@@ -112,6 +116,84 @@ func x86Decode(code []byte) (inst x86asm.Inst, err error) {
 		}
 	}()
 	return x86asm.Decode(code, 64)
+}
+
+// x86Retry decodes with x86asm the legacy instructions it refuses as they
+// are but knows in an equivalent form:
+//
+//   - A REX prefix followed by a legacy prefix is ignored by the CPU (Intel
+//     SDM vol. 2 §2.2.1, AMD APM vol. 3 §1.2.7); x86asm refuses the bytes,
+//     so it decodes them without that REX.
+//   - NOP r/m64 (REX.W 0f 1f /0, in AMD's manual; Intel's ignores REX.W on
+//     it) is unknown to x86asm; it decodes the 32-bit form and the operands
+//     are widened: a NOP reads nothing, so only its formatting changes.
+//
+// The length and the rip-relative offset are those of the bytes as they are.
+func x86Retry(p *parsed, code []byte) (x86asm.Inst, error) {
+	var buf [MaxLen]byte
+	wide := isWideNOP(p, code)
+	k, rexAt := 0, -1
+	for i, b := range code {
+		if i < 16 && p.stray&(1<<uint(i)) != 0 {
+			continue
+		}
+		if wide && i == p.opOff-2 {
+			b &^= 8
+			rexAt = k
+		}
+		buf[k] = b
+		k++
+	}
+	removed := len(code) - k
+	inst, err := x86Decode(buf[:k])
+	if err != nil || inst.Op == 0 || inst.Len == 0 || wide && inst.Op != x86asm.NOP {
+		return inst, errors.New("not decoded")
+	}
+	inst.Len += removed
+	if inst.PCRel != 0 {
+		inst.PCRelOff += removed
+	}
+	if wide {
+		if rexAt >= 0 && rexAt < len(inst.Prefix) && inst.Prefix[rexAt].IsREX() {
+			inst.Prefix[rexAt] |= x86asm.PrefixREXW
+		}
+		inst.DataSize = 64
+		if inst.MemBytes != 0 {
+			inst.MemBytes = 8
+		}
+		for i, a := range inst.Args {
+			if r, ok := a.(x86asm.Reg); ok && r >= x86asm.AX && r <= x86asm.R15L {
+				if r >= x86asm.EAX {
+					inst.Args[i] = r - x86asm.EAX + x86asm.RAX
+				} else {
+					inst.Args[i] = r - x86asm.AX + x86asm.RAX
+				}
+			}
+		}
+	}
+	return inst, nil
+}
+
+// isWideNOP recognises REX.W 0f 1f /0, whose REX (the effective one) sits
+// right before the 0f escape.
+func isWideNOP(p *parsed, code []byte) bool {
+	return p.enc == encLegacy && p.mp == map0F && p.op == 0x1f && p.w && p.modrmOff >= 0 && p.reg() == 0 &&
+		p.opOff >= 2 && code[p.opOff-1] == 0x0f && code[p.opOff-2]&0xf8 == 0x48
+}
+
+// strayREXRule refuses an out-of-line copy of a rip-relative instruction
+// with an ignored REX: whoever rewrites its ModRM to a scratch register
+// looks for REX.B right after the legacy prefixes, and would find the
+// ignored one in front of them and pick the wrong register.
+func (in *Insn) strayREXRule(p *parsed) {
+	if p.stray != 0 && in.RIPRel && in.Kind == OutOfLine {
+		in.Kind = Reject
+		name := in.mnemonic()
+		if in.Inst.Op == 0 {
+			name = fmt.Sprintf("instruction [% x]", in.Code())
+		}
+		in.Reason = name + ": rip-relative operand with an ignored REX prefix before a legacy prefix: an out-of-line copy could not be relocated with certainty"
+	}
 }
 
 // isENDBR recognises ENDBR64 (f3 0f 1e fa) and ENDBR32 (f3 0f 1e fb), which
@@ -146,6 +228,7 @@ func (in *Insn) fallback(p *parsed, code []byte, fail func(string, bool) (*Insn,
 	case p.lock:
 		why = "lock prefix on an instruction that cannot be locked (the CPU raises #UD)"
 	default:
+		in.strayREXRule(p)
 		return in, nil
 	}
 	in.Kind, in.Reason = Reject, fmt.Sprintf("instruction [% x]: %s", in.Code(), why)
@@ -509,8 +592,20 @@ func fallbackOK(p *parsed) bool {
 			return true
 		case 0x0d: // the PREFETCH group: memory only
 			return p.hasMem()
-		case 0x78, 0x79: // VMREAD/VMWRITE (rejected), or EXTRQ/INSERTQ on registers
-			return noPrefix || p.mod() == 3
+		case 0x78, 0x79:
+			// VMREAD/VMWRITE (rejected) without a prefix; SSE4a with 66
+			// (EXTRQ: 78 only /0) or f2 (INSERTQ), on registers only. With
+			// f3 last among f2/f3 the CPU raises #UD after fetching what
+			// it takes for the immediates: undefined, so not measurable.
+			switch {
+			case noPrefix:
+				return true
+			case p.mod() != 3 || p.rep == 0xf3:
+				return false
+			case p.op == 0x78 && p.rep == 0 && p.reg() != 0:
+				return false
+			}
+			return true
 		case 0xae: // forms with a prefix (x86asm knows the others)
 			return !noPrefix
 		case 0xc7: // RDRAND, RDSEED, RDPID on registers; VMX (rejected) on memory

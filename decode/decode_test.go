@@ -466,8 +466,14 @@ var lengthTests = []struct {
 	{"d4 0a", 2},                                      // aam (invalid)
 	{"f0 f0 f0 f0 f0 f0 f0 f0 f0 f0 f0 f0 f0 90", 14}, // many prefixes
 	{"66 66 66 66 66 66 66 66 66 66 66 66 66 66 90", 15},
-	{"40 90", 2},    // REX nop
-	{"48 66 90", 2}, // REX before a legacy prefix is ignored, then 66 nop? (see below)
+	{"40 90", 2},                // REX nop
+	{"48 66 90", 3},             // REX before a legacy prefix is ignored: 66 90
+	{"48 66 b8 01 00", 5},       // ... so is its W: mov ax, imm16
+	{"66 0f 78 c0 01 02", 6},    // extrq xmm0, 1, 2
+	{"f2 0f 78 c1 01 02", 6},    // insertq xmm0, xmm1, 1, 2
+	{"f3 f2 0f 78 c1 01 02", 7}, // the last of f2/f3 counts: insertq
+	{"66 f2 0f 79 c1", 5},       // insertq xmm0, xmm1 (f2 wins over 66)
+	{"66 0f 79 c1", 4},          // extrq xmm0, xmm1
 }
 
 // TestLengths checks the length of every immediate, displacement and prefix
@@ -479,12 +485,6 @@ func TestLengths(t *testing.T) {
 		t.Run(tt.code, func(t *testing.T) {
 			code := hx(t, tt.code)
 			p, lerr := parse(code)
-			if tt.code == "48 66 90" {
-				// REX ignored, 66 90 is two more bytes: three in all.
-				require.Nil(t, lerr)
-				assert.Equal(t, 3, p.n)
-				return
-			}
 			require.Nil(t, lerr, "tables: %v", lerr)
 			assert.Equal(t, tt.n, p.n, "tables")
 			in, err := Decode(append(code, 0xcc, 0xcc, 0xcc), pc)
@@ -541,7 +541,18 @@ var errorTests = []struct {
 	{"0f c7 10", "not an instruction", false},       // 0f c7 /2 is undefined
 	{"0f ae c0", "not an instruction", false},       // 0f ae /0 on a register needs f3 (rdfsbase)
 	{"f2 0f 79 00", "not an instruction", false},    // insertq needs registers
-	{"0f 3a 0f c1", "truncated", true},              // palignr missing imm8
+	// SSE4a space, refereed by the CPU: f3 (the last of f2/f3 counts) and
+	// extrq imm with ModRM.reg other than 0 raise #UD.
+	{"f3 0f 78 c1 01 02", "not an instruction", false},
+	{"f3 0f 79 c1", "not an instruction", false},
+	{"f3 48 0f 79 c1", "not an instruction", false},
+	{"66 f3 0f 78 c0 01 02", "not an instruction", false},
+	{"f2 f3 0f 79 c0", "not an instruction", false},
+	{"66 0f 78 c8 01 02", "not an instruction", false}, // extrq /1
+	{"66 0f 78 f9 01 02", "not an instruction", false}, // extrq /7
+	{"48 66 0f 78 d1 01 02", "not an instruction", false},
+	{"66 0f 79 00", "not an instruction", false}, // extrq needs registers
+	{"0f 3a 0f c1", "truncated", true},           // palignr missing imm8
 	{"62 f1 7d 48 70 c1", "truncated", true},
 	{"66 66 66 66 66 66 66 66 66 66 66 66 66 66 66 90", "longer than 15", false},
 	{"66 66 66 66 66 66 66 66 66 66 66 66 66 48 b8 00 00 00 00", "longer than 15", false},
@@ -819,6 +830,12 @@ func allCases() []string {
 		out = append(out, tt.code)
 	}
 	for _, tt := range lengthTests {
+		out = append(out, tt.code)
+	}
+	for _, tt := range strayREXTests {
+		out = append(out, tt.code)
+	}
+	for _, tt := range wideTests {
 		out = append(out, tt.code)
 	}
 	for _, tt := range rejectTests {

@@ -254,13 +254,25 @@ func emPrefixRule(in *Insn, p uint8, mem bool) string {
 			return "F2 or F3 prefix"
 		}
 	}
-	if p&em66 != 0 && (branch || fixed || in.Op == x86asm.MOVSXD) {
+	if p&em66 != 0 && (branch || fixed || in.Op == x86asm.MOVSXD) && !(branch && emWideRel(in)) {
 		return "operand-size prefix on a branch, stack operation or movsxd"
 	}
 	if p&em67 != 0 && !mem && in.Op != x86asm.NOP && in.Op != x86asm.JECXZ {
 		return "address-size prefix without a memory operand"
 	}
 	return ""
+}
+
+// emWideRel reports a relative call, jmp or jcc whose REX.W (right before
+// the opcode) overrides its 66 prefixes: its operand size is 64 bits on every
+// CPU, as without them. Compilers pad the call of the general-dynamic TLS
+// sequence this way (66 66 48 e8 rel32).
+func emWideRel(in *Insn) bool {
+	if in.Args[0].Kind != ArgRel || (in.Flow != FlowCall && in.Flow != FlowJump && in.Flow != FlowCondJump) {
+		return false
+	}
+	_, op := emPrefixes(in)
+	return op > 0 && op < in.Len && in.Bytes[op-1]&0xf8 == 0x48
 }
 
 func emNargs(in *Insn) int {

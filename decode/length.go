@@ -45,12 +45,15 @@ const (
 
 // parsed is the structure of one instruction as the length decoder sees it.
 type parsed struct {
-	n        int   // total length
-	opOff    int   // offset of the opcode byte (after escapes)
-	op       byte  // opcode byte in its map
-	mp       uint8 // opcode map
-	enc      uint8
-	rex      byte // effective REX prefix, 0 when none
+	n     int   // total length
+	opOff int   // offset of the opcode byte (after escapes)
+	op    byte  // opcode byte in its map
+	mp    uint8 // opcode map
+	enc   uint8
+	rex   byte // effective REX prefix, 0 when none
+	// stray has bit i set when code[i] is a REX prefix that a legacy
+	// prefix follows: both manuals say the CPU ignores such a REX.
+	stray    uint16
 	w        bool // REX.W, VEX.W or EVEX.W
 	op16     bool // 66 prefix
 	addr32   bool // 67 prefix
@@ -318,6 +321,7 @@ prefixes:
 			}
 			if isLegacyPrefix(nb) {
 				p.rex = 0
+				p.stray |= 1 << uint(i-1)
 				continue
 			}
 			if nb >= 0x40 && nb <= 0x4f {

@@ -820,7 +820,9 @@ func prefixesOK(in *decode.Insn, class, p uint8, memArg bool) bool {
 	// An operand-size prefix on a near branch or a stack operation makes it
 	// 16-bit on some CPUs and is ignored by others; the 16-bit movsxd's
 	// source width is not agreed on either.
-	if p&p66 != 0 && (branch || fixed || in.Op == x86asm.MOVSXD) {
+	// REX.W right before the opcode overrides 66 on relative branches (the
+	// padded call of the general-dynamic TLS sequence, 66 66 48 e8).
+	if p&p66 != 0 && (branch || fixed || in.Op == x86asm.MOVSXD) && !(branch && wideRel(in)) {
 		return false
 	}
 	// An address-size prefix means something only to a memory operand, to
@@ -830,6 +832,21 @@ func prefixesOK(in *decode.Insn, class, p uint8, memArg bool) bool {
 		return false
 	}
 	return true
+}
+
+// wideRel reports a relative call, jmp or jcc with REX.W right before its
+// opcode: its operand size is 64 bits whatever 66 prefixes precede.
+func wideRel(in *decode.Insn) bool {
+	if in.Args[0].Kind != decode.ArgRel {
+		return false
+	}
+	switch in.Flow {
+	case decode.FlowCall, decode.FlowJump, decode.FlowCondJump:
+	default:
+		return false
+	}
+	_, op := prefixes(in)
+	return op > 0 && op < in.Len && in.Bytes[op-1]&0xf8 == 0x48
 }
 
 // map3 returns 1, 2 or 4 for the first, second and third of three related ops.

@@ -190,6 +190,12 @@ var tables = map[string][]tcase{
 		{code: "f3 90", note: "pause"},
 		// A NOP's memory operand is never accessed.
 		{code: "0f 1f 00", note: "unmapped operand", regs: kv{x86asm.RAX: hole}},
+		// NOP r/m64, which x86asm does not decode.
+		{code: "48 0f 1f 00", note: "rex.w", regs: kv{x86asm.RAX: hole}},
+		{code: "48 0f 1f c0", note: "rex.w register"},
+		{code: "66 49 0f 1f 84 00 00 00 00 00", note: "66 rex.wb", regs: kv{x86asm.R8: 0x8000000000000000}},
+		// A REX followed by a legacy prefix is ignored: 66 90 then.
+		{code: "41 66 90", note: "ignored rex.b"},
 	},
 	"push": {
 		{code: "55", regs: kv{x86asm.RBP: 0x1122334455667788}, want: kv{x86asm.RSP: stackTop - 8},
@@ -418,6 +424,10 @@ var tables = map[string][]tcase{
 		{code: "f2 ff 25 09 08 00 00", note: "bnd plt", mem: []memw{{d, 8, 0x403000}}, rip: 0x403000},
 		{code: "ff 24 c5 00 10 00 50", note: "jump table", regs: kv{x86asm.RAX: 2}, mem: []memw{{d, 8, 0x404000}}, rip: 0x404000},
 		{code: "e8 00 10 00 00", want: kv{x86asm.RSP: stackTop - 8}, wantM: []memw{{stackTop - 8, 8, codeAt + 5}}, rip: codeAt + 5 + 0x1000},
+		{code: "66 66 48 e8 00 10 00 00", note: "tls call: rex.w overrides 66", want: kv{x86asm.RSP: stackTop - 8}, wantM: []memw{{stackTop - 8, 8, codeAt + 8}}, rip: codeAt + 8 + 0x1000},
+		{code: "66 66 48 e8 f8 ff ff ff", note: "tls call backwards", want: kv{x86asm.RSP: stackTop - 8}, wantM: []memw{{stackTop - 8, 8, codeAt + 8}}, rip: codeAt},
+		{code: "66 48 e9 00 01 00 00", note: "jmp rex.w overrides 66", rip: codeAt + 7 + 0x100},
+		{code: "66 48 0f 84 00 01 00 00", note: "jz rex.w overrides 66", flags: f(ZF), rip: codeAt + 8 + 0x100},
 		{code: "e8 00 00 00 00", note: "call next", want: kv{x86asm.RSP: stackTop - 8}, wantM: []memw{{stackTop - 8, 8, codeAt + 5}}, rip: codeAt + 5},
 		{code: "ff d0", regs: kv{x86asm.RAX: 0x401000}, want: kv{x86asm.RSP: stackTop - 8}, wantM: []memw{{stackTop - 8, 8, codeAt + 2}}, rip: 0x401000},
 		{code: "ff 15 0a 08 00 00", mem: []memw{{d, 8, 0x405000}}, want: kv{x86asm.RSP: stackTop - 8}, wantM: []memw{{stackTop - 8, 8, codeAt + 6}}, rip: 0x405000},
@@ -634,6 +644,9 @@ var notEmulated = []string{
 	"f3 ff e0",    // rep jmp
 	"67 55",       // push with a meaningless address-size prefix
 	"48 8d c0",    // lea with a register source: invalid
+	"66 48 e3 10", // jrcxz: 66 with REX.W is left to the CPU
+	"48 66 50",    // push ax: the REX before 66 is ignored, so 16-bit
+	"48 0f 1f 08", // 0f 1f /1 with REX.W: hint space, not a NOP
 }
 
 func TestNotEmulated(t *testing.T) {

@@ -56,6 +56,7 @@ type Form struct {
 	byteRM bool // r/m (or the opcode register) is an 8-bit register
 	byteR  bool // ModRM.reg is an 8-bit register
 	mand   []byte
+	rexW   bool // always REX.W, right before the opcode
 }
 
 type rmKind uint8
@@ -164,6 +165,9 @@ func buildForms() []*Form {
 	add(Form{Name: "jmp rel8", Expect: true, op: b(0xeb), enc: encNone, size: szD64, imm: imm8})
 	add(Form{Name: "jmp rel32", Expect: true, op: b(0xe9), enc: encNone, size: szD64, imm: immRel32})
 	add(Form{Name: "call rel32", Expect: true, op: b(0xe8), enc: encNone, size: szD64, imm: immRel32})
+	// The call of the general-dynamic TLS sequence (__tls_get_addr) is
+	// padded with 66 66 48: REX.W overrides the 66 prefixes.
+	add(Form{Name: "call rel32 (66 66 48: TLS padding)", Expect: true, op: b(0xe8), enc: encNone, size: szFixed, imm: immRel32, mand: b(0x66, 0x66), rexW: true})
 	mr("jmp r/m64", true, b(0xff), 4, rmAny, szD64, immNone, false, false)
 	mr("call r/m64", true, b(0xff), 2, rmAny, szD64, immNone, false, false)
 	add(Form{Name: "jrcxz rel8", Expect: true, op: b(0xe3), enc: encNone, size: szFixed, imm: imm8})
@@ -241,6 +245,10 @@ func (g *Gen) encode(f *Form) (Encoded, bool) {
 			legacy, osz = append(legacy, 0x66), 2
 		case 1:
 			rex = 0x48
+		case 2:
+			if g.pick(1, 2) {
+				legacy, rex = append(legacy, 0x66), 0x48 // REX.W wins
+			}
 		}
 	case szFixed:
 		switch r.IntN(16) {
@@ -249,6 +257,9 @@ func (g *Gen) encode(f *Form) (Encoded, bool) {
 		case 1:
 			rex = 0x48 // no effect, but a different encoding to decode
 		}
+	}
+	if f.rexW {
+		rex |= 0x48
 	}
 	_ = osz
 	mem := false
