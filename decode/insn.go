@@ -98,6 +98,10 @@ type Insn struct {
 	// package's own length decoder, and for ENDBR. Where x86asm is wrong it
 	// is corrected: displacements are sign-extended, rip-relative operands
 	// in VEX and EVEX have Base RIP, and VZEROUPPER/VZEROALL have no ModRM.
+	// Where x86asm refuses an instruction it knows in an equivalent form, it
+	// is decoded in that form: without a REX that a legacy prefix follows
+	// (the CPU ignores it), and NOP r/m64 as NOP r/m32 with its operand
+	// widened; Len and PCRelOff are those of the bytes as they are.
 	Inst x86asm.Inst
 	// Op is the operation: Inst.Op, or NOP for ENDBR64 and ENDBR32.
 	Op x86asm.Op
