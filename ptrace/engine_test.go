@@ -157,7 +157,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"ud2 (0f 0b), rejected", asmfuncs.Addr(asmfuncs.SiteUd2), "undefined instruction"},
 		{"inside push rbp's neighbour mov (48 8b 04 24)", asmfuncs.Addr(asmfuncs.SitePushRBP) + 2, ""},
 	}
-	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP)+1, Auto, nil)
+	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP)+1, Emulate, nil)
 	require.NoError(t, err, "mov rax,[rsp] after push rbp")
 	for _, c := range cases {
 		_, err := p.Insert(c.addr, Auto, nil)
@@ -165,7 +165,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		assert.Contains(t, err.Error(), c.want, c.name)
 		t.Log(err)
 	}
-	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP)+1, Emulate, nil)
+	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP)+1, Auto, nil)
 	assert.NoError(t, err, "a second probe at the same address")
 	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP)+1, SingleStep, nil)
 	assert.Error(t, err, "a second probe cannot change the strategy")

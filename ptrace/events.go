@@ -78,7 +78,7 @@ func (t *Tracer) dispatch(th *thread, ws unix.WaitStatus) {
 		}
 		// A signal for the tracee: deliver it as it came (same signal, so
 		// the kernel keeps its siginfo).
-		t.resume(th, int(sig))
+		t.signalled(th, sig, false)
 	case unix.PTRACE_EVENT_STOP:
 		if isStopSignal(sig) {
 			// Group-stop: stay stopped, as without a tracer, until SIGCONT.
@@ -233,7 +233,42 @@ func (t *Tracer) newImage(th *thread) {
 		p.mem = m
 	}
 	if p.cfg.onExec != nil {
+		// The exec stop is inside execve, whose return would overwrite rax
+		// after a register change (a system call injected to map an XOL
+		// area, say): stop again on the way to user mode first.
+		if !t.userStop(th) {
+			return
+		}
 		p.cfg.onExec(p)
+	}
+}
+
+// userStop moves th, stopped inside execve, to a stop on its way back to
+// user mode. A signal arriving meanwhile is held. It reports false when
+// the thread ended.
+func (t *Tracer) userStop(th *thread) bool {
+	if ptraceRaw(unix.PTRACE_INTERRUPT, th.tid, 0, 0) != 0 || cont(th.tid, 0) != 0 {
+		return true // gone, or already where it should be; nothing to undo
+	}
+	for {
+		if _, e := wait4(th.tid, &t.ws, wall); e != 0 {
+			return false
+		}
+		ws := t.ws
+		switch {
+		case ws.Exited() || ws.Signaled():
+			t.gone(th, ws)
+			return false
+		case !ws.Stopped():
+			continue
+		case ptraceEvent(ws) == unix.PTRACE_EVENT_STOP:
+			return true
+		case ptraceEvent(ws) == 0 && getSiginfo(th.tid, &t.si) == 0:
+			th.hold(&t.si)
+		}
+		if cont(th.tid, 0) != 0 {
+			return false
+		}
 	}
 }
 
@@ -308,6 +343,66 @@ func (t *Tracer) release(th *thread) {
 	th.nheld = 0
 }
 
+// signalled delivers sig, which th stopped with and which is not a hit,
+// never with rip inside a boosted slot, so that no handler sees an address
+// in the XOL area (kprobes lets them; nothing needs to): a thread past the
+// copy is moved to the next original instruction; a fault the copy raised
+// is moved back to the original instruction (rip, and si_addr where it
+// names the instruction); a thread that has not run the copy yet (the
+// signal was pending when it was sent there) steps it first, with the
+// signal held, and gets it at the next original instruction. haveRegs says
+// t.pregs already holds th's registers.
+func (t *Tracer) signalled(th *thread, sig unix.Signal, haveRegs bool) {
+	x := th.p.xol
+	if x == nil || x.nboosted == 0 {
+		t.resume(th, int(sig))
+		return
+	}
+	tid := th.tid
+	if !haveRegs && getRegs(tid, &t.pregs) != 0 {
+		t.resume(th, int(sig))
+		return
+	}
+	s, off, ok := x.siteOfSlot(t.pregs.Rip)
+	if !ok {
+		t.resume(th, int(sig))
+		return
+	}
+	if off != 0 {
+		t.pregs.Rip = s.insn.Next()
+		setRegs(tid, &t.pregs)
+		t.resume(th, int(sig))
+		return
+	}
+	if getSiginfo(tid, &t.si) != 0 {
+		return // gone
+	}
+	if sig == unix.SIGSEGV || sig == unix.SIGBUS || sig == unix.SIGILL || sig == unix.SIGFPE {
+		if t.si.code() > 0 { // raised by the copy itself
+			t.pregs.Rip = s.addr
+			setRegs(tid, &t.pregs)
+			if sig == unix.SIGILL || sig == unix.SIGFPE {
+				t.si.setAddr(s.addr)
+				setSiginfo(tid, &t.si)
+			}
+			t.resume(th, int(sig))
+			return
+		}
+	}
+	th.hold(&t.si)
+	switch t.step(th, s.slot) {
+	case stepGone:
+		return
+	case stepFault:
+		t.pregs.Rip = s.addr
+		th.hold(&t.si)
+	default:
+		t.pregs.Rip = s.insn.Next()
+	}
+	setRegs(tid, &t.pregs)
+	t.release(th)
+}
+
 // resume continues a stopped thread with signal sig (0 for none).
 func (t *Tracer) resume(th *thread, sig int) {
 	th.state = running
@@ -367,6 +462,20 @@ func (p *Process) detach() error {
 		case ev == unix.PTRACE_EVENT_FORK || ev == unix.PTRACE_EVENT_VFORK:
 			if m, e := eventMsg(th.tid); e == 0 {
 				t.forked(p, int(m), false)
+			}
+		}
+	}
+	if p.xol != nil && p.xol.nboosted > 0 {
+		// A thread inside a boosted slot goes back to the same point of
+		// the original code (the instruction, or the one after it) before
+		// the area goes.
+		for _, th := range p.threads {
+			if th.hit != 0 || th.state != held || getRegs(th.tid, &t.pregs) != 0 {
+				continue
+			}
+			if s, off, ok := p.xol.siteOfSlot(t.pregs.Rip); ok {
+				t.pregs.Rip = s.addr + off
+				setRegs(th.tid, &t.pregs)
 			}
 		}
 	}

@@ -16,9 +16,19 @@ import (
 // (an int3 of its own, kill(SIGTRAP), ...) by address and by si_code: an
 // INT3 leaves rip one past a probe's address and si_code SI_KERNEL.
 //
+// si_code is only read when the address alone could mislead: when the
+// probed instruction is one byte long, one past it is the next
+// instruction, where a thread often is (every emulated or boosted hit
+// leaves it there) when a SIGTRAP is sent to it. When it is longer, one
+// past the probe is inside the instruction, where no thread can be but by
+// our INT3 (code that jumps into the middle of an instruction is not
+// probed correctly anyway), and the call is saved.
+//
 // This is the hit path: from the stop to the continue it makes no
-// allocation and no hand-off; for an emulated probe it costs GETREGS,
-// GETSIGINFO, SETREGS and CONT.
+// allocation and no hand-off. Its system calls: GETREGS, GETSIGINFO for a
+// one-byte instruction, the emulation's memory accesses, one register
+// write (POKEUSER of rip alone when nothing else changed, else SETREGS),
+// CONT.
 func (t *Tracer) trap(th *thread) {
 	p, tid := th.p, th.tid
 	if getRegs(tid, &t.pregs) != 0 {
@@ -27,12 +37,14 @@ func (t *Tracer) trap(th *thread) {
 	at := t.pregs.Rip - 1
 	s := p.sites[at]
 	if s == nil && !p.removed[at] {
-		t.resume(th, int(unix.SIGTRAP))
+		t.signalled(th, unix.SIGTRAP, true)
 		return
 	}
-	if getSiginfo(tid, &t.si) != 0 || t.si.code() != siKernel {
-		t.resume(th, int(unix.SIGTRAP))
-		return
+	if s == nil || s.insn.Len == 1 {
+		if getSiginfo(tid, &t.si) != 0 || t.si.code() != siKernel {
+			t.signalled(th, unix.SIGTRAP, true)
+			return
+		}
 	}
 	if s == nil {
 		// The probe was removed after this thread hit it: run the
@@ -42,6 +54,7 @@ func (t *Tracer) trap(th *thread) {
 		t.resume(th, 0)
 		return
 	}
+	t.orig = t.pregs
 	r := &t.r
 	r.LoadPtrace(&t.pregs)
 	r.RIP = at
@@ -72,10 +85,13 @@ func (t *Tracer) trap(th *thread) {
 		return
 	}
 	switch s.strategy {
+	case Boost:
+		r.RIP = s.slot
+		t.setRegs(tid)
+		t.resume(th, 0)
 	case Emulate:
 		if emu.Step(s.insn, r, p.mem) == nil {
-			r.StorePtrace(&t.pregs)
-			setRegs(tid, &t.pregs)
+			t.setRegs(tid)
 			t.resume(th, 0)
 			return
 		}
@@ -91,6 +107,21 @@ func (t *Tracer) trap(th *thread) {
 	default:
 		t.stepInPlace(th, s)
 	}
+}
+
+// setRegs writes t.r to the stopped thread tid, whose registers at the
+// stop are in t.orig, with one call: a POKEUSER of rip when nothing else
+// changed, else SETREGS.
+func (t *Tracer) setRegs(tid int) {
+	t.r.StorePtrace(&t.pregs)
+	rip := t.pregs.Rip
+	t.pregs.Rip = t.orig.Rip
+	if t.pregs == t.orig {
+		setRIP(tid, rip)
+		return
+	}
+	t.pregs.Rip = rip
+	setRegs(tid, &t.pregs)
 }
 
 // handle runs the handlers of s's probes and returns what one of them

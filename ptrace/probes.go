@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/arch/x86/x86asm"
+
 	"github.com/onetrap/onetrap/decode"
 )
 
@@ -51,7 +53,7 @@ func (p *Process) insert(addr uint64, strategy Strategy, h Handler) (*Probe, err
 	if p.finished {
 		return nil, fmt.Errorf("ptrace: process %d is no longer traced", p.pid)
 	}
-	if strategy > SingleStep {
+	if strategy > Boost {
 		return nil, fmt.Errorf("ptrace: unknown strategy %v", strategy)
 	}
 	if s := p.sites[addr]; s != nil {
@@ -105,26 +107,11 @@ func (p *Process) insert(addr uint64, strategy Strategy, h Handler) (*Probe, err
 			return nil, fmt.Errorf("ptrace: the instruction at %#x overlaps the probe at %#x", addr, o.addr)
 		}
 	}
-	switch strategy {
-	case Auto:
-		strategy = OutOfLine
-		if in.Kind == decode.Emulate {
-			strategy = Emulate
-		}
-	case Emulate:
-		if in.Kind != decode.Emulate {
-			return nil, fmt.Errorf("ptrace: %v at %#x cannot be emulated: %s", in, addr, in.Reason)
-		}
+	s := &site{addr: addr, orig: buf[0], insn: in, scratch: -1}
+	if err := p.choose(s, strategy); err != nil {
+		return nil, err
 	}
-	s := &site{addr: addr, orig: buf[0], insn: in, strategy: strategy, scratch: -1}
-	if strategy == OutOfLine {
-		if err := p.t.ensureXOL(p, addr); err != nil {
-			return nil, err
-		}
-		if err := p.t.prepareSlot(p, s); err != nil {
-			return nil, err
-		}
-	}
+	strategy = s.strategy
 	if _, err := p.mem.ForceWriteAt([]byte{0xcc}, int64(addr)); err != nil {
 		return nil, fmt.Errorf("ptrace: writing the INT3 at %#x: %w", addr, err)
 	}
@@ -160,4 +147,83 @@ func (p *Process) remove(pr *Probe) error {
 		return fmt.Errorf("ptrace: restoring the byte at %#x: %w", s.addr, err)
 	}
 	return nil
+}
+
+// choose settles s's strategy from the one asked for, and prepares its slot
+// when it needs one. See Auto for the cost model.
+func (p *Process) choose(s *site, strategy Strategy) error {
+	in, addr := s.insn, s.addr
+	boost, _ := canBoost(in)
+	auto := strategy == Auto
+	switch strategy {
+	case Auto:
+		switch {
+		case in.Kind == decode.Emulate && (!touchesMemory(in) || !boost || p.cfg.noXOL):
+			strategy = Emulate
+		case p.cfg.noXOL:
+			strategy = SingleStep
+		case boost:
+			strategy = Boost
+		default:
+			strategy = OutOfLine
+		}
+	case Emulate:
+		if in.Kind != decode.Emulate {
+			return fmt.Errorf("ptrace: %v at %#x cannot be emulated: %s", in, addr, in.Reason)
+		}
+	case Boost:
+		if ok, why := canBoost(in); !ok {
+			return fmt.Errorf("ptrace: %v at %#x cannot be boosted: %s", in, addr, why)
+		}
+	}
+	if p.cfg.noXOL && (strategy == OutOfLine || strategy == Boost) {
+		return fmt.Errorf("ptrace: %v at %#x: %v needs an XOL area, and the process is traced with NoXOL", in, addr, strategy)
+	}
+	s.strategy = strategy
+	if strategy != OutOfLine && strategy != Boost {
+		return nil
+	}
+	if err := p.t.ensureXOL(p, addr); err != nil {
+		return err
+	}
+	if err := p.t.prepareSlot(p, s, strategy == Boost); err != nil {
+		return err
+	}
+	if auto && strategy == Boost && !s.boosted && in.Kind == decode.Emulate {
+		// Emulation, with the slot for its fallback, beats stepping.
+		s.strategy = Emulate
+	} else if strategy == Boost && !s.boosted {
+		// Its rip-relative target is out of reach of the slot: the copy
+		// has a scratch register to load and restore, so it is stepped.
+		s.strategy = OutOfLine
+	}
+	return nil
+}
+
+// touchesMemory says whether emulating in reads or writes the tracee's
+// memory, each access a system call on a hit.
+func touchesMemory(in *decode.Insn) bool {
+	switch in.Op {
+	case x86asm.LEA, x86asm.NOP, x86asm.PREFETCHNTA, x86asm.PREFETCHT0, x86asm.PREFETCHT1, x86asm.PREFETCHT2, x86asm.PREFETCHW:
+		return false
+	case x86asm.PUSH, x86asm.POP, x86asm.PUSHF, x86asm.PUSHFQ, x86asm.POPF, x86asm.POPFQ, x86asm.LEAVE, x86asm.ENTER,
+		x86asm.CALL, x86asm.RET:
+		return true
+	}
+	for _, a := range in.Args {
+		if a.Kind == decode.ArgNone {
+			break
+		}
+		if a.Kind == decode.ArgMem {
+			return true
+		}
+	}
+	// String instructions address memory through rsi and rdi implicitly.
+	switch in.Op {
+	case x86asm.MOVSB, x86asm.MOVSW, x86asm.MOVSD, x86asm.MOVSQ, x86asm.STOSB, x86asm.STOSW, x86asm.STOSD, x86asm.STOSQ,
+		x86asm.LODSB, x86asm.LODSW, x86asm.LODSD, x86asm.LODSQ, x86asm.CMPSB, x86asm.CMPSW, x86asm.CMPSD, x86asm.CMPSQ,
+		x86asm.SCASB, x86asm.SCASW, x86asm.SCASD, x86asm.SCASQ, x86asm.XLATB:
+		return true
+	}
+	return false
 }

@@ -23,8 +23,13 @@ type Strategy uint8
 
 // Strategies.
 const (
-	// Auto lets Insert choose from the decoder's verdict: Emulate when the
-	// emulator implements the instruction, OutOfLine otherwise.
+	// Auto lets Insert choose the cheapest correct strategy per probe, by
+	// the system calls a hit costs beyond the trap itself: an emulation
+	// that only changes registers costs none, and is chosen; one that reads
+	// or writes memory costs a call per access, so a Boost (none) is chosen
+	// instead when the instruction can be boosted; an instruction the
+	// emulator does not implement is boosted, or else runs OutOfLine. With
+	// the NoXOL option, the choice is Emulate or SingleStep.
 	Auto Strategy = iota
 	// Emulate applies the instruction to the stopped thread's registers and
 	// memory: one trap, no other thread disturbed.
@@ -36,6 +41,18 @@ const (
 	// process's other threads stopped, then re-inserts the INT3: what
 	// debuggers do, the baseline and the last resort.
 	SingleStep
+	// Boost runs a copy of the instruction in an XOL slot followed by a jump
+	// back to the next original instruction, as the kernel's kprobe booster
+	// does: the thread leaves the slot by itself, so a hit costs one trap
+	// and a write of rip. Only for instructions that do not branch, are not
+	// system calls and, when rip-relative, whose slot is within ±2GB of
+	// their target (else Insert falls back to OutOfLine). A signal is
+	// never delivered inside a slot: a thread that has not run the copy
+	// yet is stepped through it first, one past it is moved to the next
+	// original instruction, and a fault the copy raises is reported at the
+	// original address; so no handler (nor SA_SIGINFO context) sees an
+	// address in the XOL area. Detach and Remove leave no thread there.
+	Boost
 )
 
 func (s Strategy) String() string {
@@ -48,6 +65,8 @@ func (s Strategy) String() string {
 		return "outofline"
 	case SingleStep:
 		return "singlestep"
+	case Boost:
+		return "boost"
 	}
 	return fmt.Sprintf("Strategy(%d)", uint8(s))
 }
@@ -87,6 +106,7 @@ type site struct {
 	probes   []*Probe
 	slot     uint64 // XOL slot address, 0 without one
 	scratch  int    // register loaded for a rip-relative rewrite, -1 for none
+	boosted  bool   // the slot's copy is followed by a jump back
 }
 
 // thread states.
@@ -130,7 +150,14 @@ type Option func(*config)
 type config struct {
 	onExec func(p *Process)
 	onFork func(child *Process)
+	noXOL  bool
 }
+
+// NoXOL keeps the tracee's address space as it is but for the INT3s: no XOL
+// area is ever mapped, so probes run as Emulate or SingleStep only (Auto
+// picks between them; OutOfLine and Boost are refused), and an emulation
+// that faults or is declined is stepped in place.
+func NoXOL() Option { return func(c *config) { c.noXOL = true } }
 
 // FollowForks makes the children a process forks traced too, instead of
 // letting them run free: each starts with copies of its parent's probes

@@ -36,6 +36,7 @@ type Tracer struct {
 	// Scratch for the hit path: preallocated so that a hit allocates nothing.
 	ws    unix.WaitStatus
 	pregs unix.PtraceRegs
+	orig  unix.PtraceRegs // a hit's registers as the stop left them
 	r     regs.Regs
 	si    siginfo
 	one   [1]byte

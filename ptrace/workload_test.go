@@ -126,7 +126,8 @@ func testWorkload(t *testing.T, iters int, follow bool) {
 		t.Logf("%s: %v, %v", name, pr.Insn, pr.Strategy)
 		probes[name] = pr
 	}
-	assert.Equal(t, Emulate, probes["f_push"].Strategy)
+	assert.Equal(t, Boost, probes["f_push"].Strategy, "push writes memory: boosted rather than emulated")
+	assert.Equal(t, Emulate, probes["f_sub"].Strategy, "sub rsp changes registers only: emulated")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 
 	"github.com/onetrap/onetrap/decode"
@@ -20,8 +21,88 @@ const (
 )
 
 type xolArea struct {
-	base uint64
-	next uint64 // offset of the next free slot
+	base  uint64
+	next  uint64  // offset of the next free slot
+	slots []*site // by slot index: whose copy each slot holds
+	// nboosted counts boosted slots: until there is one, no thread can be
+	// in the area but while the tracer steps it.
+	nboosted int
+}
+
+// siteOfSlot returns the site whose slot holds rip, and rip's offset in the
+// copy, when rip is at an instruction boundary of a boosted slot: the start
+// of the copy or the jump back after it.
+func (x *xolArea) siteOfSlot(rip uint64) (*site, uint64, bool) {
+	if x == nil || rip < x.base || rip >= x.base+x.next {
+		return nil, 0, false
+	}
+	i := (rip - x.base) / slotSize
+	if i >= uint64(len(x.slots)) {
+		return nil, 0, false
+	}
+	s := x.slots[i]
+	off := rip - s.slot
+	if !s.boosted || (off != 0 && off != uint64(s.insn.Len)) {
+		return nil, 0, false
+	}
+	return s, off, true
+}
+
+// xolHint returns where to ask mmap to put the XOL area so that it lies
+// within ±2GB of the whole module holding addr (the mappings of the same
+// file, or addr's own mapping for anonymous code): copies of its
+// rip-relative instructions then keep a disp32 and can be boosted, and a
+// rel32 jump leads back. A free gap below the module is preferred, since
+// the heap grows up from above it. 0 means no such gap.
+func xolHint(ms []Mapping, addr uint64) uint64 {
+	lo, hi := uint64(0), uint64(0)
+	var path string
+	for _, m := range ms {
+		if addr >= m.Start && addr < m.End {
+			lo, hi, path = m.Start, m.End, m.Path
+		}
+	}
+	if hi == 0 {
+		return 0
+	}
+	if path != "" {
+		for _, m := range ms {
+			if m.Path == path {
+				lo, hi = min(lo, m.Start), max(hi, m.End)
+			}
+		}
+	}
+	const reach = 1<<31 - 1<<20 // with room for the module's own extent
+	if hi-lo >= reach-xolSize {
+		return 0
+	}
+	fits := func(a uint64) bool { return a+xolSize-lo < reach && hi-a < reach }
+	const minAddr = 1 << 16 // vm.mmap_min_addr
+	best, bestDist := uint64(0), ^uint64(0)
+	prevEnd := uint64(minAddr)
+	for i := 0; i <= len(ms); i++ {
+		gapEnd := uint64(1 << 47)
+		if i < len(ms) {
+			gapEnd = ms[i].Start
+		}
+		if gapEnd > prevEnd && gapEnd-prevEnd >= xolSize {
+			var a, dist uint64
+			if gapEnd <= lo {
+				a = gapEnd - xolSize // just below
+				dist = lo - a
+			} else {
+				a = max(prevEnd, hi) // just above
+				dist = a - hi + 1<<40 // above only when nothing below fits
+			}
+			if a >= prevEnd && a+xolSize <= gapEnd && fits(a) && dist < bestDist {
+				best, bestDist = a, dist
+			}
+		}
+		if i < len(ms) {
+			prevEnd = max(prevEnd, ms[i].End)
+		}
+	}
+	return best
 }
 
 // inject makes th, which is stopped with the rest of p, execute one system
@@ -91,7 +172,13 @@ func (t *Tracer) ensureXOL(p *Process, at uint64) error {
 	if th == nil {
 		return fmt.Errorf("ptrace: no thread of process %d is free to map the XOL area", p.pid)
 	}
-	ret, err := t.inject(th, at, unix.SYS_MMAP, 0, xolSize, unix.PROT_READ|unix.PROT_EXEC,
+	var hint uint64
+	if ms, err := Maps(p.pid); err == nil {
+		hint = xolHint(ms, at)
+	}
+	// A hint, not MAP_FIXED: the kernel takes it when the range is free and
+	// else puts the area anywhere (slots out of reach are then stepped).
+	ret, err := t.inject(th, at, unix.SYS_MMAP, hint, xolSize, unix.PROT_READ|unix.PROT_EXEC,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
 	if err != nil {
 		return err
@@ -128,11 +215,61 @@ func (t *Tracer) unmapXOL(p *Process, sigs map[int]int) error {
 	return nil
 }
 
+// canBoost says whether in may run as Boost, and why not: the copy must
+// leave the slot by falling through to the jump back, and must not be a
+// system call (a thread could block in the slot for long, and restarts and
+// rcx would need fixing). Instructions the decoder measured without knowing
+// them are not boosted either.
+func canBoost(in *decode.Insn) (bool, string) {
+	if in.Flow != decode.FlowNone {
+		return false, "a branch, call or return is emulated or stepped, never boosted"
+	}
+	switch in.Op {
+	case 0:
+		return false, "an instruction the disassembler does not know is not boosted"
+	case x86asm.SYSCALL, x86asm.SYSENTER, x86asm.SYSEXIT, x86asm.SYSRET, x86asm.INT, x86asm.INTO,
+		x86asm.IRET, x86asm.IRETD, x86asm.IRETQ, x86asm.LCALL, x86asm.LJMP, x86asm.LRET,
+		x86asm.XBEGIN, x86asm.XABORT, x86asm.HLT, x86asm.UD1, x86asm.UD2:
+		return false, "a system call, interrupt, far or transactional transfer is never boosted"
+	}
+	return true, ""
+}
+
+// boostable says whether the copy of in in a slot at slot can be boosted:
+// a rip-relative operand must keep a disp32 from there.
+func boostable(in *decode.Insn, slot uint64) bool {
+	if ok, _ := canBoost(in); !ok {
+		return false
+	}
+	if in.RIPRel {
+		d := int64(in.Target) - int64(slot+uint64(in.Len))
+		return d == int64(int32(d))
+	}
+	return true
+}
+
+// jumpBack encodes, at b, a jump from address from to target: jmp rel32
+// when within reach, else jmp [rip+0] followed by the absolute address.
+func jumpBack(b []byte, from, target uint64) int {
+	d := int64(target) - int64(from+5)
+	if d == int64(int32(d)) {
+		b[0] = 0xe9
+		binary.LittleEndian.PutUint32(b[1:], uint32(int32(d)))
+		return 5
+	}
+	copy(b, []byte{0xff, 0x25, 0, 0, 0, 0})
+	binary.LittleEndian.PutUint64(b[6:], target)
+	return 14
+}
+
 // prepareSlot copies s's instruction into a new slot, relocated: a
 // rip-relative operand gets a new displacement when its target is within
 // reach of the slot, else it is rewritten to address through a scratch
-// register that the instruction does not use, loaded on each hit.
-func (t *Tracer) prepareSlot(p *Process, s *site) error {
+// register that the instruction does not use, loaded on each hit. For a
+// boosted site (boost set and the copy boostable there) a jump back to the
+// next original instruction follows the copy; s.boosted says whether it
+// was.
+func (t *Tracer) prepareSlot(p *Process, s *site, boost bool) error {
 	in := s.insn
 	if p.xol.next+slotSize > xolSize {
 		return fmt.Errorf("ptrace: the XOL area of process %d is full", p.pid)
@@ -141,6 +278,13 @@ func (t *Tracer) prepareSlot(p *Process, s *site) error {
 	var code [slotSize]byte
 	copy(code[:], in.Code())
 	s.scratch = -1
+	s.boosted = boost && boostable(in, slot)
+	if s.boosted {
+		// The jump is never executed when the copy is stepped (the step
+		// ends before it), so the same slot serves an emulation's
+		// fallback.
+		jumpBack(code[in.Len:], slot+uint64(in.Len), in.Next())
+	}
 	if in.RIPRel {
 		d := int64(in.Target) - int64(slot+uint64(in.Len))
 		switch {
@@ -173,6 +317,10 @@ func (t *Tracer) prepareSlot(p *Process, s *site) error {
 	}
 	s.slot = slot
 	p.xol.next += slotSize
+	p.xol.slots = append(p.xol.slots, s)
+	if s.boosted {
+		p.xol.nboosted++
+	}
 	return nil
 }
 

@@ -1,0 +1,55 @@
+package ptrace
+
+import (
+	"io"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkSyscall measures the single calls a hit may make on a stopped
+// thread, to choose the cheapest for each need.
+func BenchmarkSyscall(b *testing.B) {
+	cmd := child("sleep")
+	cmd.Stdout = io.Discard
+	p, err := Start(cmd)
+	require.NoError(b, err)
+	defer func() { p.Detach(); cmd.Process.Kill() }()
+	pin(b, p.Tracer().tid)
+	pin(b, p.Pid())
+	t, tid := p.t, p.pid
+	var rsp uint64
+	require.NoError(b, t.do(func() error {
+		getRegs(tid, &t.pregs)
+		rsp = t.pregs.Rsp - 64
+		return nil
+	}))
+	run := func(name string, f func()) {
+		b.Run(name, func(b *testing.B) {
+			t.do(func() error {
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					f()
+				}
+				b.StopTimer()
+				return nil
+			})
+		})
+	}
+	var word uint64
+	run("getregs", func() { getRegs(tid, &t.pregs) })
+	run("setregs", func() { setRegs(tid, &t.pregs) })
+	run("getsiginfo", func() { getSiginfo(tid, &t.si) })
+	run("peekuser-rip", func() {
+		ptraceRaw(unix.PTRACE_PEEKUSR, tid, uintptr(unsafe.Offsetof(t.pregs.Rip)), uintptr(unsafe.Pointer(&word)))
+	})
+	run("pokeuser-rip", func() {
+		ptraceRaw(unix.PTRACE_POKEUSR, tid, uintptr(unsafe.Offsetof(t.pregs.Rip)), uintptr(t.pregs.Rip))
+	})
+	run("peekdata", func() { ptraceRaw(unix.PTRACE_PEEKDATA, tid, uintptr(rsp), uintptr(unsafe.Pointer(&word))) })
+	run("pokedata", func() { ptraceRaw(unix.PTRACE_POKEDATA, tid, uintptr(rsp), uintptr(word)) })
+	run("vm-read8", func() { p.mem.ReadUint(rsp, 8) })
+	run("vm-write8", func() { p.mem.WriteUint(rsp, 8, word) })
+}
