@@ -145,7 +145,8 @@ func TestCProgram(t *testing.T) {
 	assert.Equal(t, uint64(7), hits(t, res, "libm:cbrt"), "a probe in a library loaded by dlopen")
 	for _, r := range res.Probes {
 		assert.NotEmpty(t, r.Insn, r.Site)
-		assert.Contains(t, []string{"emulate", "outofline"}, r.Strategy, r.Site)
+		assert.Contains(t, []string{"emulate", "outofline"}, r.Verdict, r.Site)
+		assert.NotEmpty(t, r.Strategy, r.Site)
 		assert.NotZero(t, r.Addr, r.Site)
 	}
 	assert.Empty(t, res.Errors)
@@ -272,12 +273,29 @@ func TestGoFirstByteCountsStackGrowth(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
-	stdout, stderr, code := runCmd(t, tracerBin)
-	assert.Equal(t, 0, code, "%s", stderr)
-	assert.Contains(t, stderr, "demo: PASSED")
-	assert.Contains(t, stdout, "checksum 124000 (want 124000), counter 4000 (want 4000)")
-	for _, f := range demoFuncs {
-		assert.Regexp(t, `demo: `+f.name+`\s+`+f.strategy+`\s+hits\s+4000, expected\s+4000 .*: ok`, stderr)
+	for _, strategy := range []string{"", "emulate", "outofline"} {
+		t.Run("strategy="+strategy, func(t *testing.T) {
+			var args []string
+			if strategy != "" {
+				args = []string{"-strategy", strategy}
+			}
+			stdout, stderr, code := runCmd(t, tracerBin, args...)
+			assert.Equal(t, 0, code, "%s", stderr)
+			assert.Contains(t, stderr, "demo: PASSED")
+			assert.Contains(t, stdout, "checksum 124000 (want 124000), counter 4000 (want 4000)")
+			for _, f := range demoFuncs {
+				if strategy == "emulate" && f.verdict != "emulate" {
+					assert.Contains(t, stderr, "demo: "+f.name+" ")
+					assert.Regexp(t, `demo: `+f.name+`\s+refused under -strategy emulate, as expected: ok`, stderr)
+					continue
+				}
+				ran := `\w+`
+				if strategy != "" {
+					ran = strategy
+				}
+				assert.Regexp(t, `demo: `+f.name+`\s+decoder `+f.verdict+`\s+\(expected `+f.verdict+`\s*\) ran as `+ran+`\s+hits  4000 \(expected  4000\): ok`, stderr)
+			}
+		})
 	}
 }
 

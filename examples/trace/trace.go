@@ -42,12 +42,15 @@ type ExitStatus struct {
 
 // Row is one probe site: one address of one spec.
 type Row struct {
-	Spec     string `json:"spec"`
-	Site     string `json:"site"`           // FUNC+0xOFF, or 0xADDR
-	File     string `json:"file,omitempty"` // the ELF file holding the site, for library probes
-	Addr     uint64 `json:"addr"`           // in the process
-	Insn     string `json:"insn,omitempty"`
-	Strategy string `json:"strategy,omitempty"`
+	Spec string `json:"spec"`
+	Site string `json:"site"`           // FUNC+0xOFF, or 0xADDR
+	File string `json:"file,omitempty"` // the ELF file holding the site, for library probes
+	Addr uint64 `json:"addr"`           // in the process
+	Insn string `json:"insn,omitempty"`
+	// Verdict is the decoder's: "emulate" (the emulator implements the
+	// instruction) or "outofline" (only the CPU can run it).
+	Verdict  string `json:"verdict,omitempty"`
+	Strategy string `json:"strategy,omitempty"` // how the hits ran (-strategy, or the engine's choice)
 	Hits     uint64 `json:"hits"`
 	// CPUPerHitNs is the tracer thread's CPU time from one hit's handler to
 	// the next one's, charged to the first: the hit's fixup (emulation or
@@ -265,7 +268,7 @@ func (s *session) insert(sp *spec, ps *symtab.ProcSite) {
 		rw.Error = err.Error()
 		return
 	}
-	rw.probe, rw.Insn, rw.Strategy = pr, pr.Insn.String(), pr.Strategy.String()
+	rw.probe, rw.Insn, rw.Verdict, rw.Strategy = pr, pr.Insn.String(), pr.Insn.Kind.String(), pr.Strategy.String()
 }
 
 // handler returns the function run on each hit of rw's probe.
