@@ -300,12 +300,15 @@ func TestDemo(t *testing.T) {
 }
 
 const cLoop = `#include <stdio.h>
+#include <signal.h>
 #include <unistd.h>
 
 __attribute__((noinline)) long tick(long i) { return i * 3; }
 
 int main(void) {
 	long s = 0;
+	/* As at a terminal, whatever SIGINT was in the test's parent. */
+	signal(SIGINT, SIG_DFL);
 	printf("ready\n");
 	fflush(stdout);
 	for (long i = 0; i < 100; i++) {
@@ -356,6 +359,36 @@ func TestAttachDetachOnSIGINT(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, prog.Wait())
 	assert.Equal(t, "sum 14850\n", rest.String())
+}
+
+// A Ctrl-C at a terminal goes to the whole process group: the started
+// program dies of it, and the tracer says so rather than detaching.
+func TestCtrlCStartedProgram(t *testing.T) {
+	bin := buildC(t, cLoop)
+	out := filepath.Join(t.TempDir(), "result.json")
+	tr := exec.Command(tracerBin, "-json", "-o", out, "-p", "tick", "--", bin)
+	tr.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	var trOut bytes.Buffer
+	tr.Stdout = &trOut
+	require.NoError(t, tr.Start())
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, unix.Kill(-tr.Process.Pid, unix.SIGINT))
+	err := tr.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	assert.Equal(t, 128+int(unix.SIGINT), ee.ExitCode())
+
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	var res Result
+	require.NoError(t, json.Unmarshal(b, &res), "%s", b)
+	assert.False(t, res.Detached)
+	require.NotNil(t, res.Exit)
+	assert.Equal(t, "SIGINT", res.Exit.Signal)
+	n := hits(t, &res, "tick")
+	assert.Greater(t, n, uint64(0))
+	assert.Less(t, n, uint64(100))
+	assert.Equal(t, "ready\n", trOut.String(), "the program was killed before its last line")
 }
 
 // tracerPid returns 1 when pid is traced, 0 when not.

@@ -20,7 +20,7 @@ func (s *session) print(res *Result) error {
 	}
 	switch {
 	case res.Detached:
-		fmt.Fprintf(w, "\ntrace: detached from pid %d, which keeps running untraced\n", res.Pid)
+		fmt.Fprintf(w, "\ntrace: detached from pid %d, which runs on untraced\n", res.Pid)
 	case res.Exit != nil && res.Exit.Signal != "":
 		fmt.Fprintf(w, "\ntrace: pid %d killed by %s\n", res.Pid, res.Exit.Signal)
 	case res.Exit != nil:

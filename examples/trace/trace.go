@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/onetrap/onetrap/examples/internal/symtab"
 	"github.com/onetrap/onetrap/memio"
@@ -167,9 +168,20 @@ func trace(o *options) (*Result, int) {
 	go func() {
 		select {
 		case <-sig:
-			cancel()
 		case <-ctx.Done():
+			return
 		}
+		if o.pid == 0 {
+			// A Ctrl-C at a terminal reaches the started program too:
+			// give it the time to end (or handle it) by itself, so the
+			// summary says how it ended rather than detaching from a
+			// process about to die.
+			select {
+			case <-s.proc.Done():
+			case <-time.After(graceOnSignal):
+			}
+		}
+		cancel()
 	}()
 
 	exit, err := s.proc.Run(ctx)
@@ -196,6 +208,10 @@ func trace(o *options) (*Result, int) {
 	}
 	return res, code
 }
+
+// graceOnSignal is how long a started program may take to end by itself
+// after the tracer got SIGINT or SIGTERM, before the tracer detaches.
+const graceOnSignal = 200 * time.Millisecond
 
 // abandon lets go of a process the tracer will not run: a started program
 // that never ran its first instruction is killed, an attached one left as
