@@ -116,14 +116,19 @@ int main(int argc, char **argv) {
 }
 `
 
-func buildC(t *testing.T, src string) string {
+// buildC compiles src with -O1 -fno-inline -g, or with opts when given.
+func buildC(t *testing.T, src string, opts ...string) string {
 	t.Helper()
 	cc, err := exec.LookPath("cc")
 	require.NoError(t, err, "the tests need a C compiler")
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prog.c"), []byte(src), 0o644))
 	bin := filepath.Join(dir, "prog")
-	out, err := exec.Command(cc, "-O1", "-fno-inline", "-o", bin, filepath.Join(dir, "prog.c"), "-ldl").CombinedOutput()
+	if opts == nil {
+		opts = []string{"-O1", "-fno-inline", "-g"}
+	}
+	args := append(opts, "-o", bin, filepath.Join(dir, "prog.c"), "-ldl")
+	out, err := exec.Command(cc, args...).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	return bin
 }
@@ -149,6 +154,39 @@ func TestCProgram(t *testing.T) {
 		assert.NotEmpty(t, r.Strategy, r.Site)
 		assert.NotZero(t, r.Addr, r.Site)
 	}
+	assert.Empty(t, res.Errors)
+}
+
+const cDlclose = `#include <stdio.h>
+#include <dlfcn.h>
+
+int main(void) {
+	double d = 0;
+	for (int k = 0; k < 3; k++) {
+		void *h = dlopen("libm.so.6", RTLD_NOW);
+		if (!h) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 1; }
+		double (*f)(double) = (double (*)(double))dlsym(h, "cbrt");
+		for (int i = 0; i < 7; i++)
+			d += f(i * 8);
+		dlclose(h);
+	}
+	printf("%.3f\n", d);
+	return 0;
+}
+`
+
+// Probes in a library follow it through dlclose and a new dlopen (taken
+// out before the unmap, put back once it is mapped again), and hits add up.
+func TestDlopenDlclose(t *testing.T) {
+	bin := buildC(t, cDlclose, "-O0", "-g")
+	want, _, _ := runCmd(t, bin)
+	// prog.c:9 is the dlsym line, run once per dlopen (DWARF lines).
+	got, code, res := traceJSON(t, "-p", "libm.so.6:cbrt", "-p", "prog.c:9", "--", bin)
+	assert.Equal(t, want, got)
+	assert.Equal(t, 0, code)
+	assert.Equal(t, uint64(21), hits(t, res, "libm.so.6:cbrt"))
+	assert.Equal(t, uint64(3), hits(t, res, "prog.c:9"))
+	assert.Len(t, res.Probes, 2)
 	assert.Empty(t, res.Errors)
 }
 

@@ -80,6 +80,7 @@ func (rw *Row) hits() uint64 {
 type spec struct {
 	sp      *symtab.Spec
 	pending bool // a LIB: spec waiting for its library to be mapped
+	placed  bool // it has had probes (a library unmapped since is not an error)
 }
 
 // session is one traced process. Handlers run on the tracer thread; mu
@@ -246,6 +247,7 @@ func (s *session) place(sp *spec) error {
 		return errors.New("matches no function")
 	}
 	skipGoStackChecks(sp.sp, sites)
+	sp.placed = true
 	for i := range sites {
 		s.insert(sp, &sites[i])
 	}
@@ -385,7 +387,7 @@ func (s *session) finish(res *Result) {
 	}
 	res.Errors = append(res.Errors, s.errs...)
 	for _, sp := range s.specs {
-		if sp.pending {
+		if sp.pending && !sp.placed {
 			res.Errors = append(res.Errors, fmt.Sprintf("-p %q: library %q was never mapped", sp.sp.Raw, sp.sp.Lib))
 		}
 	}
