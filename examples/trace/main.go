@@ -50,14 +50,17 @@ const usage = `usage: trace [flags] -- PROGRAM [ARGS...]
        trace                        (no program: the built-in demo)
 
 Puts probes into a program and counts their hits; each hit is served with
-one trap when the probed instruction can be emulated. At exit, or when the
-tracer gets SIGINT or SIGTERM (it then detaches, and the program keeps
-running), a summary lists every probe: address, site, first instruction,
-strategy, hits and tracer CPU time per hit.
+one trap when the probed instruction can be emulated (or boosted). The
+program's standard files are its own. At exit, or when the tracer gets
+SIGINT or SIGTERM (it then detaches, and the program runs on), a summary
+lists every probe: address, site, instruction, the decoder's verdict, the
+strategy its hits ran with, hits, and the tracer's CPU time per hit.
 
 Probe specs (-p, repeatable), as in perf probe:
   FUNC                 a function's first instruction (ELF symbols, or the
-                       Go pclntab, stripped Go binaries included)
+                       Go pclntab, stripped Go binaries included); for a Go
+                       function, the one after its stack-bound check, which
+                       runs twice when the stack grows (FUNC+0: the first)
   FUNC+OFF             OFF bytes in (decimal or 0x hex), an instruction boundary
   FUNC%return          every RET instruction of the function
   0xADDR               a file virtual address
@@ -96,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.verbose, "v", false, "print a line per hit: thread, probe, arguments")
 	fs.BoolVar(&o.json, "json", false, "write the summary as JSON")
 	fs.StringVar(&o.out, "o", "", "write per-hit lines and the summary to `FILE` instead of stderr")
-	fs.StringVar(&strategy, "strategy", "auto", "run every probed instruction as `S`: auto, emulate, outofline or singlestep")
+	fs.StringVar(&strategy, "strategy", "auto", "run every probed instruction as `S`: auto, emulate, boost, outofline or singlestep")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -110,12 +113,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		o.strategy = ptrace.Auto
 	case "emulate":
 		o.strategy = ptrace.Emulate
+	case "boost":
+		o.strategy = ptrace.Boost
 	case "outofline", "xol":
 		o.strategy = ptrace.OutOfLine
 	case "singlestep", "step":
 		o.strategy = ptrace.SingleStep
 	default:
-		fmt.Fprintf(stderr, "trace: unknown -strategy %q (auto, emulate, outofline, singlestep)\n", strategy)
+		fmt.Fprintf(stderr, "trace: unknown -strategy %q (auto, emulate, boost, outofline, singlestep)\n", strategy)
 		return 2
 	}
 	if o.out != "" {
