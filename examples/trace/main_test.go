@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -293,6 +295,22 @@ func TestGoProgram(t *testing.T) {
 			assert.Equal(t, uint64(900), hits(t, res, "main.work%return"))
 			assert.Equal(t, uint64(300), hits(t, res, "main.helper"))
 			assert.Equal(t, uint64(600*41), hits(t, res, "main.deep"))
+
+			// Go's register ABI: arg1 is rax, still there past the stack
+			// check, where the probe on main.work is.
+			out := filepath.Join(t.TempDir(), "hits.txt")
+			_, stderr, code := runCmd(t, tracerBin, "-v", "-o", out, "-p", "main.work i=arg1", "--", bin)
+			require.Equal(t, 0, code, stderr)
+			b, err := os.ReadFile(out)
+			require.NoError(t, err)
+			seen := map[string]int{}
+			for _, m := range regexp.MustCompile(`(?m)^tid \d+ main\.work\+0x[0-9a-f]+ i=0x([0-9a-f]+)$`).FindAllStringSubmatch(string(b), -1) {
+				seen[m[1]]++
+			}
+			require.Len(t, seen, 300, "work(i) for i = 0..299")
+			for i := 0; i < 300; i++ {
+				assert.Equal(t, 3, seen[strconv.FormatInt(int64(i), 16)], "work(%d), once per goroutine", i)
+			}
 		})
 	}
 }
