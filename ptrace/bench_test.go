@@ -27,41 +27,59 @@ func pin(b *testing.B, tid int) {
 	require.NoError(b, unix.SchedSetaffinity(tid, &set))
 }
 
-// BenchmarkHit measures one hit of a probe on push rbp, per strategy, with
-// tracer and tracee pinned to one CPU; floor is the tracee's own int3 with a
-// tracer that only waits and continues. Run with -benchtime=100000x or so:
-// each run starts a tracee.
+// BenchmarkHit measures one hit per strategy, in ns, with tracer and tracee
+// pinned to one CPU and the same tracee loop (one call per iteration of a
+// function whose first instruction is probed) for all: floor is the loop
+// calling a function that starts with the program's own int3, under a
+// tracer that only waits and continues, which nothing with ptrace can beat;
+// emulate-push, emulate-sub and emulate-cmp emulate push rbp, sub rsp,0x18
+// and cmp rsp,[r14+16]; outofline, boost and singlestep run push rbp. Each
+// run starts a tracee; the default -benchtime keeps the whole under a
+// minute.
 func BenchmarkHit(b *testing.B) {
 	b.Run("floor", benchFloor)
 	for _, c := range []struct {
 		name string
+		site asmfuncs.Site
 		s    Strategy
-	}{{"emulate-push", Emulate}, {"outofline", OutOfLine}, {"singlestep", SingleStep}} {
+	}{
+		{"emulate-push", asmfuncs.SitePushRBP, Emulate},
+		{"emulate-sub", asmfuncs.SiteSubRSP, Emulate},
+		{"emulate-cmp", asmfuncs.SiteCmpStack, Emulate},
+		{"outofline", asmfuncs.SitePushRBP, OutOfLine},
+		{"boost", asmfuncs.SitePushRBP, Boost},
+		{"singlestep", asmfuncs.SitePushRBP, SingleStep},
+	} {
 		b.Run(c.name, func(b *testing.B) {
-			cmd := child("bench-push", fmt.Sprintf("N=%d", b.N))
+			cmd := child("bench", "SITE="+benchSite[c.site], fmt.Sprintf("N=%d", b.N))
 			cmd.Stdout = io.Discard
 			p, err := Start(cmd)
 			require.NoError(b, err)
-			pr, err := p.Insert(asmfuncs.Addr(asmfuncs.SitePushRBP), c.s, func(int, *Probe, *regs.Regs, memio.Memory) {})
+			defer func() { p.Detach(); cmd.Process.Kill() }()
+			pr, err := p.Insert(asmfuncs.Addr(c.site), c.s, func(int, *Probe, *regs.Regs, memio.Memory) {})
 			require.NoError(b, err)
+			require.Equal(b, c.s, pr.Strategy)
 			pin(b, p.Tracer().tid)
 			pin(b, p.Pid())
 			b.ReportAllocs()
 			b.ResetTimer()
-			_, err = p.Run(context.Background())
+			exit, err := p.Run(context.Background())
 			b.StopTimer()
 			require.NoError(b, err)
+			require.Equal(b, &Exit{}, exit)
 			require.Equal(b, uint64(b.N), pr.Hits())
 		})
 	}
 }
+
+var benchSite = map[asmfuncs.Site]string{asmfuncs.SitePushRBP: "push", asmfuncs.SiteSubRSP: "sub", asmfuncs.SiteCmpStack: "cmp"}
 
 // benchFloor traces the program's own int3s with the least a tracer can do.
 func benchFloor(b *testing.B) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=bench-trap", fmt.Sprintf("N=%d", b.N))
+	cmd.Env = append(os.Environ(), childEnv+"=bench", "SITE=trap", fmt.Sprintf("N=%d", b.N))
 	cmd.SysProcAttr = &unix.SysProcAttr{Ptrace: true}
 	require.NoError(b, cmd.Start())
 	pid := cmd.Process.Pid

@@ -98,7 +98,7 @@ func runCtx(t *testing.T) context.Context {
 func TestFaultReachesTracee(t *testing.T) {
 	want := untraced(t, "fault")
 	require.Contains(t, want, "recovered: runtime error: invalid memory address")
-	for _, strat := range []Strategy{Auto, OutOfLine, SingleStep} {
+	for _, strat := range []Strategy{Emulate, OutOfLine, SingleStep, Boost} {
 		t.Run(strat.String(), func(t *testing.T) {
 			cmd := child("fault")
 			var out bytes.Buffer
@@ -333,14 +333,18 @@ func fileText(t *testing.T, path string) func(addr uint64, n int) []byte {
 // hits.
 func TestHitDoesNotAllocate(t *testing.T) {
 	const n = 2000
-	for _, strat := range []Strategy{Emulate, OutOfLine, SingleStep} {
+	for _, strat := range []Strategy{Emulate, OutOfLine, SingleStep, Boost} {
 		t.Run(strat.String(), func(t *testing.T) {
 			cmd := child("calls", fmt.Sprintf("N=%d", n))
 			cmd.Stdout = io.Discard
 			p := start(t, cmd)
 			var probes []*Probe
 			for _, s := range []asmfuncs.Site{asmfuncs.SitePushRBP, asmfuncs.SiteSubRSP, asmfuncs.SiteLea, asmfuncs.SiteCallLeaf} {
-				pr, err := p.Insert(asmfuncs.Addr(s), strat, func(int, *Probe, *regs.Regs, memio.Memory) {})
+				st := strat
+				if st == Boost && s == asmfuncs.SiteCallLeaf {
+					st = Emulate // calls are never boosted
+				}
+				pr, err := p.Insert(asmfuncs.Addr(s), st, func(int, *Probe, *regs.Regs, memio.Memory) {})
 				require.NoError(t, err)
 				probes = append(probes, pr)
 			}

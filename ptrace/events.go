@@ -425,6 +425,11 @@ func (p *Process) detach() error {
 	}
 	stopped := t.stopWorld(p, nil, true)
 	_ = stopped
+	for _, th := range stopped {
+		if !th.deferred {
+			t.collectTrap(th)
+		}
+	}
 	// Threads that stopped with something else than the interrupt: an INT3
 	// hit is undone, a signal is passed on at detach, a new thread or child
 	// is let go too.
@@ -476,6 +481,7 @@ func (p *Process) detach() error {
 			if s, off, ok := p.xol.siteOfSlot(t.pregs.Rip); ok {
 				t.pregs.Rip = s.addr + off
 				setRegs(th.tid, &t.pregs)
+				p.t.slotExits++
 			}
 		}
 	}
@@ -515,6 +521,45 @@ func (p *Process) detach() error {
 	}
 	p.end(nil, nil)
 	return err
+}
+
+// collectTrap deals with a thread that the world-stop interrupt caught
+// after it ran an INT3 but before its SIGTRAP was reported (the interrupt is
+// reported first): once detached it would get that SIGTRAP, fatal, at an
+// address whose INT3 is gone. When a SIGTRAP is pending and rip is one past
+// a probe, the thread is let go as far as reporting it, and the report is
+// kept as if stopWorld had seen it.
+func (t *Tracer) collectTrap(th *thread) {
+	p := th.p
+	if getRegs(th.tid, &t.pregs) != 0 || (p.sites[t.pregs.Rip-1] == nil && !p.removed[t.pregs.Rip-1]) {
+		return
+	}
+	if !sigPending(p.pid, th.tid, unix.SIGTRAP) {
+		return
+	}
+	if cont(th.tid, 0) != 0 {
+		return
+	}
+	if _, e := wait4(th.tid, &th.ws, wall); e != 0 {
+		th.ws = 0
+	}
+	th.deferred = true
+}
+
+// sigPending says whether sig is pending for thread tid (in its own set;
+// a SIGTRAP an int3 raises is sent to the thread).
+func sigPending(pid, tid int, sig unix.Signal) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "SigPnd:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && m&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return false
 }
 
 // reapOrDetach waits, briefly, for a thread PTRACE_DETACH refused: it

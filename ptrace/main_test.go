@@ -15,6 +15,11 @@ import (
 // childEnv selects a child mode: the test binary re-executed as a tracee.
 const childEnv = "ONETRAP_PTRACE_CHILD"
 
+// benchFuncs are the functions the benchmark loop may call, by SITE.
+var benchFuncs = map[string]func() uint64{
+	"push": asmfuncs.PushRBP, "sub": asmfuncs.SubRSP, "cmp": asmfuncs.CmpStack, "trap": asmfuncs.Trap,
+}
+
 func TestMain(m *testing.M) {
 	switch os.Getenv(childEnv) {
 	case "":
@@ -27,16 +32,17 @@ func TestMain(m *testing.M) {
 			sum += asmfuncs.CallAll()
 		}
 		fmt.Println(sum)
-	case "bench-push":
+	case "bench":
+		// The benchmark loop: one call of the function named by SITE per
+		// iteration, the same loop for every strategy and the floor.
 		n, _ := strconv.Atoi(os.Getenv("N"))
-		for i := 0; i < n; i++ {
-			asmfuncs.PushRBP()
+		f := benchFuncs[os.Getenv("SITE")]
+		if f == nil {
+			fmt.Fprintln(os.Stderr, "unknown SITE")
+			os.Exit(2)
 		}
-	case "bench-trap":
-		// Only under a tracer that swallows the SIGTRAPs.
-		n, _ := strconv.Atoi(os.Getenv("N"))
 		for i := 0; i < n; i++ {
-			asmfuncs.Trap()
+			f()
 		}
 	case "fault":
 		// Deref of a bad pointer must panic with the genuine fault.

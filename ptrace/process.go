@@ -391,15 +391,16 @@ func (t *Tracer) Attach(pid int, opts ...Option) (*Process, error) {
 				if err != nil || np.threads[tid] != nil {
 					continue
 				}
-				if err := unix.PtraceSeize(tid); err != nil {
-					if err == unix.ESRCH {
+				// The options go with the seize: set after it, a clone the
+				// thread makes in between would give an untraced thread.
+				if e := ptraceRaw(unix.PTRACE_SEIZE, tid, 0, traceOptions); e != 0 {
+					if e == unix.ESRCH {
 						continue // exited meanwhile
 					}
 					np.detachAll()
 					np.mem.Close()
-					return fmt.Errorf("ptrace: seize thread %d of %d: %w", tid, pid, err)
+					return fmt.Errorf("ptrace: seize thread %d of %d: %w", tid, pid, e)
 				}
-				unix.PtraceSetOptions(tid, traceOptions)
 				np.addThread(tid, running)
 				added = true
 			}

@@ -42,6 +42,8 @@ type Tracer struct {
 	one   [1]byte
 	spare [][]*thread // thread lists for stopWorld
 
+	slotExits int // threads moved out of boosted slots at detach, for tests
+
 	closeOnce sync.Once
 }
 

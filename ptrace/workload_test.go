@@ -190,6 +190,18 @@ func testWorkload(t *testing.T, iters int, follow bool) {
 // send the signal to the stopped thread itself, so it is pending during the
 // step every time.
 func TestSignalDuringStepIsDeliveredAfterFixup(t *testing.T) {
+	// With Boost the signal is pending when the thread is sent into the
+	// slot: it is stepped through the copy and gets the signal at the
+	// next original instruction.
+	for _, strats := range []map[string]Strategy{
+		{"f_riprel": OutOfLine, "f_sub": SingleStep, "f_push": Emulate},
+		{"f_riprel": Boost, "f_sub": Boost, "f_push": Boost},
+	} {
+		t.Run(fmt.Sprint(strats["f_push"]), func(t *testing.T) { testSignalDuringStep(t, strats) })
+	}
+}
+
+func testSignalDuringStep(t *testing.T, strats map[string]Strategy) {
 	const n = 300
 	path := buildWorkload(t)
 	sym := symbols(t, path, "f_push", "f_sub", "f_riprel")
@@ -207,9 +219,10 @@ func TestSignalDuringStepIsDeliveredAfterFixup(t *testing.T) {
 			panic(err)
 		}
 	}
-	for name, s := range map[string]Strategy{"f_riprel": OutOfLine, "f_sub": SingleStep, "f_push": Emulate} {
-		_, err := p.Insert(sym[name], s, signal)
+	for name, s := range strats {
+		pr, err := p.Insert(sym[name], s, signal)
 		require.NoError(t, err, name)
+		require.Equal(t, s, pr.Strategy, name)
 	}
 	exit, err := p.Run(runCtx(t))
 	require.NoError(t, err)
@@ -234,7 +247,7 @@ func nameOf(sym map[string]uint64, addr uint64) string {
 func TestSIGTRAPOneBytePastAProbe(t *testing.T) {
 	path := buildWorkload(t)
 	sym := symbols(t, path, "f_push")
-	for _, strat := range []Strategy{Emulate, OutOfLine, SingleStep} {
+	for _, strat := range []Strategy{Emulate, OutOfLine, SingleStep, Boost} {
 		t.Run(strat.String(), func(t *testing.T) {
 			cmd := exec.Command(path, "tkill", "50")
 			var out bytes.Buffer

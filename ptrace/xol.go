@@ -91,7 +91,7 @@ func xolHint(ms []Mapping, addr uint64) uint64 {
 				a = gapEnd - xolSize // just below
 				dist = lo - a
 			} else {
-				a = max(prevEnd, hi) // just above
+				a = max(prevEnd, hi)  // just above
 				dist = a - hi + 1<<40 // above only when nothing below fits
 			}
 			if a >= prevEnd && a+xolSize <= gapEnd && fits(a) && dist < bestDist {
@@ -167,8 +167,15 @@ func (t *Tracer) ensureXOL(p *Process, at uint64) error {
 		return nil
 	}
 	stopped := t.stopWorld(p, nil, false)
-	defer t.resumeWorld(stopped)
 	th := injector(p)
+	for try := 0; th == nil && try < 10 && !p.finished; try++ {
+		// Every thread stopped with something else to report (a new
+		// thread, a hit): let them have it handled, and stop them again.
+		t.resumeWorld(stopped)
+		stopped = t.stopWorld(p, nil, false)
+		th = injector(p)
+	}
+	defer t.resumeWorld(stopped)
 	if th == nil {
 		return fmt.Errorf("ptrace: no thread of process %d is free to map the XOL area", p.pid)
 	}

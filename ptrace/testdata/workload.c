@@ -113,6 +113,24 @@ int main(int argc, char **argv) {
 		printf("sum %lu usr2 %lu outside text %lu\n", s, (unsigned long)usr2, (unsigned long)usr2_bad);
 		return 0;
 	}
+	if (argc > 3 && strcmp(argv[1], "spin") == 0) {
+		// Threads racing through the probed functions while a tracer
+		// comes and goes.
+		int nt = atoi(argv[2]);
+		iters = atol(argv[3]);
+		struct worker w[NTHREADS];
+		memset(w, 0, sizeof w);
+		atomic_store(&signals_done, 1);
+		for (int i = 0; i < nt && i < NTHREADS; i++)
+			pthread_create(&w[i].th, NULL, work, &w[i]);
+		unsigned long sum = 0;
+		for (int i = 0; i < nt && i < NTHREADS; i++) {
+			pthread_join(w[i].th, NULL);
+			sum += w[i].sum;
+		}
+		printf("sum %lu\n", sum);
+		return 0;
+	}
 	if (argc > 2 && strcmp(argv[1], "tkill") == 0) {
 		// Each call is hit by a probe whose handler sends this thread a
 		// SIGTRAP: all must arrive.
