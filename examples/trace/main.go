@@ -97,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&specs, "p", "probe `SPEC` (repeatable; see above)")
 	fs.IntVar(&o.pid, "pid", 0, "attach to the running process `PID` instead of starting a program")
 	fs.BoolVar(&o.verbose, "v", false, "print a line per hit: thread, probe, arguments")
-	fs.BoolVar(&o.json, "json", false, "write the summary as JSON")
+	fs.BoolVar(&o.json, "json", false, "write the summary as JSON (after -v's hits, one JSON object per line)")
 	fs.StringVar(&o.out, "o", "", "write per-hit lines and the summary to `FILE` instead of stderr")
 	fs.StringVar(&strategy, "strategy", "auto", "run every probed instruction as `S`: auto, emulate, boost, outofline or singlestep")
 	if err := fs.Parse(args); err != nil {

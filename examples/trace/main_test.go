@@ -213,6 +213,33 @@ func TestCProgramVerbose(t *testing.T) {
 	assert.Regexp(t, `add\s+\S.*outofline\s+5\s`, string(b), "summary row")
 }
 
+// With -json, -v's hits are JSON objects, one per line, then the summary.
+func TestJSONStream(t *testing.T) {
+	bin := buildC(t, cProgram)
+	out := filepath.Join(t.TempDir(), "stream.json")
+	_, _, code := runCmd(t, tracerBin, "-json", "-v", "-o", out, "-p", "add a=arg1 rsi", "--", bin, "4")
+	require.Equal(t, 3, code)
+	f, err := os.Open(out)
+	require.NoError(t, err)
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	for i := 0; i < 4; i++ {
+		var hit struct {
+			Tid   int
+			Probe string
+			Args  map[string]string
+		}
+		require.NoError(t, dec.Decode(&hit))
+		assert.NotZero(t, hit.Tid)
+		assert.Equal(t, "add", hit.Probe)
+		assert.Equal(t, map[string]string{"a": "0x" + strconv.Itoa(i), "rsi": "0x1"}, hit.Args)
+	}
+	var res Result
+	require.NoError(t, dec.Decode(&res))
+	assert.Equal(t, uint64(4), hits(t, &res, "add a=arg1 rsi"))
+	assert.False(t, dec.More())
+}
+
 const goProgram = `package main
 
 import (

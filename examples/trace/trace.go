@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -62,11 +63,13 @@ type Row struct {
 	// instruction, say).
 	Error string `json:"error,omitempty"`
 
-	args      []symtab.Arg
-	probe     *ptrace.Probe // nil when refused, or dropped (exec, dlclose)
-	base      uint64        // hits of earlier probes of this site (before a dlclose)
-	cpu       int64         // ns, see CPUPerHitNs
-	intervals int64
+	args       []symtab.Arg
+	quoted     []byte        // Site as a JSON string, for -json -v
+	quotedArgs [][]byte      // the args' labels as JSON strings
+	probe      *ptrace.Probe // nil when refused, or dropped (exec, dlclose)
+	base       uint64        // hits of earlier probes of this site (before a dlclose)
+	cpu        int64         // ns, see CPUPerHitNs
+	intervals  int64
 }
 
 func (rw *Row) hits() uint64 {
@@ -276,6 +279,10 @@ func (s *session) insert(sp *spec, ps *symtab.ProcSite) {
 		s.rows = append(s.rows, rw)
 	}
 	rw.Addr, rw.args, rw.Error = ps.PC, ps.Args, ""
+	rw.quoted, rw.quotedArgs = quote(name), nil
+	for _, a := range ps.Args {
+		rw.quotedArgs = append(rw.quotedArgs, quote(a.Label))
+	}
 	s.mu.Unlock()
 
 	pr, err := s.proc.Insert(ps.PC, s.o.strategy, s.handler(rw))
@@ -316,22 +323,51 @@ func (s *session) account(rw *Row) {
 	s.mu.Unlock()
 }
 
-// printHit writes "tid 1234 main.f+0x4 x=0x2a rsi=0x0" through a reused
-// buffer.
+// printHit writes "tid 1234 main.f+0x4 x=0x2a rsi=0x0", or with -json
+// {"tid":1234,"probe":"main.f+0x4","args":{"x":"0x2a","rsi":"0x0"}} (one
+// object per line, before the summary), through a reused buffer.
 func (s *session) printHit(tid int, rw *Row, r *regs.Regs) {
-	b := append(s.line[:0], "tid "...)
-	b = strconv.AppendInt(b, int64(tid), 10)
-	b = append(b, ' ')
-	b = append(b, rw.Site...)
-	for _, a := range rw.args {
+	b := s.line[:0]
+	if s.o.json {
+		b = append(b, `{"tid":`...)
+		b = strconv.AppendInt(b, int64(tid), 10)
+		b = append(b, `,"probe":`...)
+		b = append(b, rw.quoted...)
+		if len(rw.args) > 0 {
+			b = append(b, `,"args":{`...)
+			for i, a := range rw.args {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, rw.quotedArgs[i]...)
+				b = append(b, `:"0x`...)
+				b = strconv.AppendUint(b, r.Get(a.Reg), 16)
+				b = append(b, '"')
+			}
+			b = append(b, '}')
+		}
+		b = append(b, "}\n"...)
+	} else {
+		b = append(b, "tid "...)
+		b = strconv.AppendInt(b, int64(tid), 10)
 		b = append(b, ' ')
-		b = append(b, a.Label...)
-		b = append(b, "=0x"...)
-		b = strconv.AppendUint(b, r.Get(a.Reg), 16)
+		b = append(b, rw.Site...)
+		for _, a := range rw.args {
+			b = append(b, ' ')
+			b = append(b, a.Label...)
+			b = append(b, "=0x"...)
+			b = strconv.AppendUint(b, r.Get(a.Reg), 16)
+		}
+		b = append(b, '\n')
 	}
-	b = append(b, '\n')
 	s.out.Write(b)
 	s.line = b
+}
+
+// quote returns v as a JSON string.
+func quote(v string) []byte {
+	b, _ := json.Marshal(v)
+	return b
 }
 
 // snapshot copies the row list.
