@@ -213,6 +213,34 @@ func TestCProgramVerbose(t *testing.T) {
 	assert.Regexp(t, `add\s+\S.*outofline\s+5\s`, string(b), "summary row")
 }
 
+const cExec = `#include <stdio.h>
+#include <unistd.h>
+
+__attribute__((noinline)) int add(int a, int b) { return a + b; }
+
+int main(int argc, char **argv) {
+	int s = 0;
+	for (int i = 0; i < 5; i++)
+		s += add(i, 1);
+	printf("image %s sum %d\n", argc > 1 ? "second" : "first", s);
+	fflush(stdout);
+	if (argc == 1)
+		execl("/proc/self/exe", argv[0], "again", (char *)0);
+	return 0;
+}
+`
+
+// An exec drops the probes with the old image; the tracer places them again
+// in the new one, and the hits add up.
+func TestExec(t *testing.T) {
+	bin := buildC(t, cExec)
+	got, code, res := traceJSON(t, "-p", "add", "--", bin)
+	assert.Equal(t, "image first sum 15\nimage second sum 15\n", got)
+	assert.Equal(t, 0, code)
+	assert.Equal(t, uint64(10), hits(t, res, "add"))
+	assert.Empty(t, res.Errors)
+}
+
 // With -json, -v's hits are JSON objects, one per line, then the summary.
 func TestJSONStream(t *testing.T) {
 	bin := buildC(t, cProgram)
