@@ -3,9 +3,9 @@
 //
 // A Tracer owns one locked OS thread; Linux ties a tracee to the thread that
 // attached it, so every ptrace call is made there. Calls from other
-// goroutines are handed to that thread. The hit path (wait4, PTRACE_GETREGS,
-// PTRACE_GETSIGINFO, the handlers, emu.Step, PTRACE_SETREGS, PTRACE_CONT)
-// runs on it from end to end, with no hand-off and no allocation.
+// goroutines are handed to that thread. The hit path (wait4, the register
+// read, the handlers, the strategy, the register write, PTRACE_CONT) runs
+// on it from end to end, with no hand-off and no allocation.
 //
 // Start and Attach return a Process, traced with PTRACE_SEIZE (so group-stop
 // behaves as without a tracer, through PTRACE_LISTEN) and the options
@@ -18,21 +18,52 @@
 //     emulation that faults, or that the emulator declines, runs that hit on
 //     the CPU (out of line, or in place) so a fault raises the genuine signal
 //     at the genuine address.
-//   - OutOfLine: a relocated copy of the instruction in the XOL area (mapped
-//     on demand by an mmap injected into the tracee, readable and executable,
-//     not writable by it) is single-stepped and the registers fixed up:
-//     rip moved back from the slot except after indirect branches and
-//     returns, the return address a call pushed corrected, rcx after syscall
-//     corrected, a rip-relative operand given a new displacement or
-//     rewritten to a scratch register.
+//   - Boost: the thread is sent to a copy of the instruction in the XOL area
+//     (mapped on demand by an mmap injected into the tracee, near the probed
+//     module, readable and executable, not writable by it), followed by a
+//     jump back to the next original instruction: one trap, like Emulate,
+//     for whatever does not branch and is not a system call.
+//   - OutOfLine: a relocated copy of the instruction in the XOL area is
+//     single-stepped and the registers fixed up: rip moved back from the
+//     slot except after indirect branches and returns, the return address
+//     a call pushed corrected, rcx after syscall corrected, a rip-relative
+//     operand given a new displacement or rewritten to a scratch register.
 //   - SingleStep: the original byte is restored and stepped in place with
 //     the process's other threads stopped, then the INT3 is put back.
+//
+// Auto picks, per probe, the cheapest by the system calls a hit makes
+// beyond the trap: register-only emulations, then boosted copies (an
+// emulation that touches memory costs a call per access more), then the
+// stepped forms. The NoXOL option leaves the address space alone: Emulate
+// and SingleStep only.
+//
+// # The cost of a hit
+//
+// A hit costs the trap itself (wait4 and PTRACE_CONT: the floor, what a
+// tracer that does nothing pays) plus, counted with strace on BenchmarkHit:
+// GETREGS; GETSIGINFO only when the probed instruction is one byte long
+// (see trap in hit.go); one register write, a POKEUSER of rip when nothing
+// else changed (Boost), else SETREGS; and one process_vm call per memory
+// access of an emulation. In all, emulating push rbp makes 6 calls, sub
+// rsp 4, cmp rsp,[r14+16] 5; boosting push rbp 5; stepping it out of line
+// 10. Memory goes through process_vm_readv/writev even for one aligned word
+// although PTRACE_PEEKDATA/POKEDATA are a little cheaper (about 1.0 µs
+// against 1.3 µs here): they force their way through page protections, so
+// an emulated write to a read-only or guard page would succeed instead of
+// faulting. ptrace requests are made as raw system calls (they never
+// block), sparing the scheduler's bookkeeping on each.
 //
 // Signals reach the tracee unchanged. A SIGTRAP is a hit only when rip is one
 // past a probe and si_code is SI_KERNEL; any other SIGTRAP (the program's
 // own int3, kill) is delivered. A signal arriving while a thread is stepped
 // is held and delivered after the fixup; a fault inside an XOL slot is
-// reported at the original address.
+// reported at the original address. No signal is delivered with rip in a
+// boosted slot: a thread that has not run the copy yet is stepped through
+// it first, one that has is moved to the next original instruction; so no
+// handler sees an XOL address. Detach moves any thread inside a slot back
+// to the same point of the original code before the area is unmapped;
+// Remove leaves the slot in place (slots are never reused), so threads
+// racing through it finish as before.
 //
 // A fork child gets the original bytes back (and loses the XOL area) and
 // runs untraced; a vfork child, which shares its parent's memory, stays

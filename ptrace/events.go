@@ -590,10 +590,6 @@ func (t *Tracer) follow(p *Process, child int) bool {
 	if err != nil {
 		return false
 	}
-	if p.xol != nil {
-		x := *p.xol
-		c.xol, c.xolAt = &x, p.xolAt
-	}
 	for addr, s := range p.sites {
 		ns := new(site)
 		*ns = *s
@@ -602,6 +598,19 @@ func (t *Tracer) follow(p *Process, child int) bool {
 			ns.probes = append(ns.probes, &Probe{Addr: pr.Addr, Insn: pr.Insn, Strategy: pr.Strategy, handler: pr.handler, s: ns})
 		}
 		c.sites[addr] = ns
+	}
+	if p.xol != nil {
+		// The child's own slot list, naming its own sites (a shared one
+		// would be appended to by both).
+		x := *p.xol
+		x.slots = make([]*site, len(p.xol.slots))
+		for i, s := range p.xol.slots {
+			x.slots[i] = s
+			if ns := c.sites[s.addr]; ns != nil && ns.slot == s.slot {
+				x.slots[i] = ns
+			}
+		}
+		c.xol, c.xolAt = &x, p.xolAt
 	}
 	th := c.addThread(child, held)
 	t.procs[child] = c

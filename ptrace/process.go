@@ -494,8 +494,9 @@ func (p *Process) Detach() error {
 // and decoded once; addr must be mapped and executable, must not hold an
 // INT3 of the program's own, and its instruction must not be rejected by the
 // decoder. A second probe at the same address shares the INT3 (and its
-// strategy), and both handlers run on each hit. strategy Auto picks from the
-// decoder's verdict.
+// strategy), and both handlers run on each hit. strategy Auto picks the
+// cheapest correct one (see Auto); Probe.Strategy tells which. Boost falls
+// back to OutOfLine where the copy cannot reach a rip-relative target.
 func (p *Process) Insert(addr uint64, strategy Strategy, h Handler) (*Probe, error) {
 	select {
 	case <-p.done:
