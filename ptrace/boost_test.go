@@ -225,3 +225,32 @@ func TestBoostDetachRemoveWithThreadsInSlots(t *testing.T) {
 	tr.do(func() error { moved = tr.slotExits; return nil })
 	t.Logf("%d cycles, %d hits, %d threads moved out of slots at detach", cycles, hits, moved)
 }
+
+// A division by zero in a boosted copy raises SIGFPE at the original
+// address: the program's SA_SIGINFO handler finds the div there, in
+// si_addr and in the context's rip, as untraced (it then longjmps away).
+func TestBoostFaultAtOriginalAddress(t *testing.T) {
+	path := buildWorkload(t)
+	sym := symbols(t, path, "f_div_insn")
+	want, err := exec.Command(path, "divzero").Output()
+	require.NoError(t, err)
+	require.Equal(t, "quotients 8, 3 faults at the div\n", string(want))
+	for _, strat := range []Strategy{Boost, OutOfLine, SingleStep} {
+		t.Run(strat.String(), func(t *testing.T) {
+			cmd := exec.Command(path, "divzero")
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			p, err := Start(cmd)
+			require.NoError(t, err)
+			t.Cleanup(func() { p.Detach(); cmd.Process.Kill() })
+			pr, err := p.Insert(sym["f_div_insn"], strat, nil)
+			require.NoError(t, err)
+			require.Equal(t, strat, pr.Strategy, "div rsi (48 f7 f6)")
+			exit, err := p.Run(runCtx(t))
+			require.NoError(t, err)
+			assert.Equal(t, &Exit{}, exit)
+			assert.Equal(t, string(want), out.String())
+			assert.Equal(t, uint64(5), pr.Hits())
+		})
+	}
+}

@@ -267,8 +267,12 @@ func (t *Tracer) stepOutOfLine(th *thread, s *site) {
 		r.GPR[s.scratch] = saved
 	}
 	if res == stepFault {
-		// Report the fault where the program put the instruction.
+		// Report the fault where the program put the instruction, in
+		// si_addr too where it names the instruction.
 		r.RIP = s.addr
+		if sig := unix.Signal(t.si.signo()); sig == unix.SIGILL || sig == unix.SIGFPE {
+			t.si.setAddr(s.addr)
+		}
 		th.hold(&t.si)
 	} else {
 		fixup(r, s, in)

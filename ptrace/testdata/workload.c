@@ -4,6 +4,7 @@
 // the threads and how many calls each made.
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,6 +24,8 @@ unsigned long f_sub(unsigned long);    // sub rsp, 24
 unsigned long f_riprel(unsigned long); // mov rax, [rip+base]
 unsigned long g_sig(unsigned long);    // push rbx (called from the signal handler)
 void own_trap(void);                   // int3
+unsigned long f_div(unsigned long, unsigned long); // div rsi at f_div_insn
+extern char f_div_insn[];
 
 unsigned long base = 1000;
 
@@ -35,6 +38,8 @@ __asm__(".text\n"
         "\tmov base(%rip),%rax\n\tadd %rdi,%rax\n\tret\n"
         ".globl g_sig\n.type g_sig,@function\ng_sig:\n"
         "\tpush %rbx\n\tlea 3(%rdi),%rax\n\tpop %rbx\n\tret\n"
+        ".globl f_div\n.type f_div,@function\nf_div:\n"
+        "\tmov %rdi,%rax\n\txor %edx,%edx\n.globl f_div_insn\nf_div_insn:\n\tdiv %rsi\n\tret\n"
         ".globl own_trap\n.type own_trap,@function\nown_trap:\n"
         "\tint3\n\tret\n");
 
@@ -95,7 +100,35 @@ static void on_usr2(int sig, siginfo_t *si, void *ctx) {
 	atomic_fetch_add(&usr2, 1);
 }
 
+static sigjmp_buf fpe_jmp;
+static volatile unsigned long fpe_addr, fpe_rip;
+
+static void on_fpe(int sig, siginfo_t *si, void *ctx) {
+	(void)sig;
+	fpe_addr = (unsigned long)si->si_addr;
+	fpe_rip = ((ucontext_t *)ctx)->uc_mcontext.gregs[REG_RIP];
+	siglongjmp(fpe_jmp, 1);
+}
+
 int main(int argc, char **argv) {
+	if (argc > 1 && strcmp(argv[1], "divzero") == 0) {
+		// A division by zero: the SIGFPE names the div instruction, in
+		// si_addr and in the context's rip, wherever a tracer ran it.
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_sigaction = on_fpe;
+		sa.sa_flags = SA_SIGINFO;
+		sigaction(SIGFPE, &sa, NULL);
+		unsigned long q = f_div(10, 2) + f_div(9, 3);
+		int faults = 0;
+		for (int i = 0; i < 3; i++)
+			if (sigsetjmp(fpe_jmp, 1) == 0)
+				q += f_div(1, 0);
+			else
+				faults += fpe_addr == (unsigned long)f_div_insn && fpe_rip == (unsigned long)f_div_insn;
+		printf("quotients %lu, %d faults at the div\n", q, faults);
+		return 0;
+	}
 	if (argc > 2 && strcmp(argv[1], "sigstep") == 0) {
 		// Each call is hit by a probe whose handler signals this thread.
 		struct sigaction sa;
