@@ -79,3 +79,60 @@ func TestSlotRelocation(t *testing.T) {
 		})
 	}
 }
+
+// The jump back from a boosted copy: jmp rel32 (e9) within ±2GB, else
+// jmp [rip+0] (ff 25 00 00 00 00) followed by the absolute target.
+func TestJumpBack(t *testing.T) {
+	cases := []struct {
+		name         string
+		from, target uint64
+		want         []byte
+	}{
+		{"e9: forward", 0x1000, 0x2000, []byte{0xe9, 0xfb, 0x0f, 0, 0}},
+		{"e9: backward", 0x400000, 0x3f0000, []byte{0xe9, 0xfb, 0xff, 0xfe, 0xff}},
+		{"ff 25: beyond 2GB", 0x7f0000000000, 0x400000,
+			[]byte{0xff, 0x25, 0, 0, 0, 0, 0x00, 0x00, 0x40, 0, 0, 0, 0, 0}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var b [slotSize]byte
+			n := jumpBack(b[:], c.from, c.target)
+			assert.Equal(t, c.want, b[:n])
+		})
+	}
+}
+
+// A boosted slot far from its instruction ends with the absolute jump, and
+// a rip-relative instruction out of reach of the slot is not boosted.
+func TestBoostSlotFar(t *testing.T) {
+	cmd := child("calls", "N=1")
+	cmd.Stdout = io.Discard
+	p := start(t, cmd)
+	_, err := p.Insert(asmfuncs.Addr(asmfuncs.SiteCpuid), Boost, nil)
+	require.NoError(t, err)
+	base, _ := p.XOL()
+	far := base + 3<<30
+	push, err := decode.Decode([]byte{0x55}, far)
+	require.NoError(t, err)
+	rip, err := decode.Decode([]byte{0x48, 0x8b, 0x05, 0, 0x10, 0, 0}, far)
+	require.NoError(t, err)
+	ps := &site{addr: far, insn: push, scratch: -1}
+	rs := &site{addr: far, insn: rip, scratch: -1}
+	got := make([]byte, 15)
+	require.NoError(t, p.t.do(func() error {
+		if err := p.t.prepareSlot(p, ps, true); err != nil {
+			return err
+		}
+		if err := p.t.prepareSlot(p, rs, true); err != nil {
+			return err
+		}
+		_, err := p.mem.ForceReadAt(got, int64(ps.slot))
+		return err
+	}))
+	assert.True(t, ps.boosted, "push rbp (55)")
+	want := []byte{0x55, 0xff, 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.LittleEndian.PutUint64(want[7:], far+1)
+	assert.Equal(t, want, got)
+	assert.False(t, rs.boosted, "mov rax,[rip+0x1000] (48 8b 05) out of reach")
+	assert.Equal(t, regs.RBX, rs.scratch, "stepped with a scratch register instead")
+}
