@@ -254,3 +254,47 @@ func TestBoostFaultAtOriginalAddress(t *testing.T) {
 		})
 	}
 }
+
+// Probes in code more than 2GB apart get an XOL area near each: a
+// rip-relative load in a page far from the program's text is boosted
+// from a second area mapped near it, while the first stays near the text.
+func TestBoostAreaPerModule(t *testing.T) {
+	const far = 0x600000000000
+	path := buildWorkload(t)
+	sym := symbols(t, path, "ready", "f_riprel")
+	want, err := exec.Command(path, "far", "200").Output()
+	require.NoError(t, err)
+	cmd := exec.Command(path, "far", "200")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	p, err := Start(cmd)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Detach(); cmd.Process.Kill() })
+	near, err := p.Insert(sym["f_riprel"], Boost, nil)
+	require.NoError(t, err)
+	var farProbe *Probe
+	var farErr error
+	_, err = p.Insert(sym["ready"], Emulate, func(int, *Probe, *regs.Regs, memio.Memory) {
+		// The far code exists now: probe it from the handler.
+		farProbe, farErr = p.Insert(far, Auto, nil)
+	})
+	require.NoError(t, err)
+	exit, err := p.Run(runCtx(t))
+	require.NoError(t, err)
+	assert.Equal(t, &Exit{}, exit)
+	assert.Equal(t, string(want), out.String())
+	require.NoError(t, farErr)
+	require.NotNil(t, farProbe)
+	assert.Equal(t, Boost, near.Strategy, "mov rax,[rip+base] (48 8b 05) in the text")
+	assert.Equal(t, Boost, farProbe.Strategy, "mov rax,[rip+0xf9] (48 8b 05 f9 00 00 00) far away")
+	assert.Equal(t, uint64(200), near.Hits())
+	assert.Equal(t, uint64(200), farProbe.Hits())
+	dist := func(a, b uint64) uint64 {
+		if a > b {
+			return a - b
+		}
+		return b - a
+	}
+	assert.Less(t, dist(near.s.slot, sym["f_riprel"]), uint64(1<<31))
+	assert.Less(t, dist(farProbe.s.slot, far), uint64(1<<31))
+}

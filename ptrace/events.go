@@ -182,7 +182,9 @@ func (t *Tracer) forked(p *Process, child int, vfork bool) {
 			c := &Process{t: t, pid: child, mem: m, threads: map[int]*thread{}, xol: p.xol, xolAt: p.xolAt}
 			th := c.addThread(child, held)
 			delete(t.threads, child)
-			t.inject(th, p.xolAt, unix.SYS_MUNMAP, p.xol.base, xolSize)
+			for x := p.xol; x != nil; x = x.also {
+				t.inject(th, p.xolAt, unix.SYS_MUNMAP, x.base, xolSize)
+			}
 		}
 		m.Close()
 	}
@@ -354,7 +356,7 @@ func (t *Tracer) release(th *thread) {
 // t.pregs already holds th's registers.
 func (t *Tracer) signalled(th *thread, sig unix.Signal, haveRegs bool) {
 	x := th.p.xol
-	if x == nil || x.nboosted == 0 {
+	if !x.boosting() {
 		t.resume(th, int(sig))
 		return
 	}
@@ -470,7 +472,7 @@ func (p *Process) detach() error {
 			}
 		}
 	}
-	if p.xol != nil && p.xol.nboosted > 0 {
+	if p.xol.boosting() {
 		// A thread inside a boosted slot goes back to the same point of
 		// the original code (the instruction, or the one after it) before
 		// the area goes.
@@ -599,19 +601,23 @@ func (t *Tracer) follow(p *Process, child int) bool {
 		}
 		c.sites[addr] = ns
 	}
-	if p.xol != nil {
-		// The child's own slot list, naming its own sites (a shared one
-		// would be appended to by both).
-		x := *p.xol
-		x.slots = make([]*site, len(p.xol.slots))
-		for i, s := range p.xol.slots {
+	// The child's own copies of the areas and their slot lists, naming its
+	// own sites (shared lists would be appended to by both).
+	tail := &c.xol
+	for px := p.xol; px != nil; px = px.also {
+		x := *px
+		x.also = nil
+		x.slots = make([]*site, len(px.slots))
+		for i, s := range px.slots {
 			x.slots[i] = s
 			if ns := c.sites[s.addr]; ns != nil && ns.slot == s.slot {
 				x.slots[i] = ns
 			}
 		}
-		c.xol, c.xolAt = &x, p.xolAt
+		*tail = &x
+		tail = &x.also
 	}
+	c.xolAt = p.xolAt
 	th := c.addThread(child, held)
 	t.procs[child] = c
 	p.cfg.onFork(c)

@@ -81,7 +81,7 @@ func (p *Process) insert(addr uint64, strategy Strategy, h Handler) (*Probe, err
 	if !strings.Contains(m.Perms, "x") {
 		return nil, fmt.Errorf("ptrace: address %#x is in a %s mapping of process %d (%s), not executable", addr, m.Perms, p.pid, m.Path)
 	}
-	if p.xol != nil && addr >= p.xol.base && addr < p.xol.base+xolSize {
+	if p.xol.contains(addr) {
 		return nil, fmt.Errorf("ptrace: address %#x is in the XOL area", addr)
 	}
 	n := uint64(decode.MaxLen)
@@ -183,10 +183,11 @@ func (p *Process) choose(s *site, strategy Strategy) error {
 	if strategy != OutOfLine && strategy != Boost {
 		return nil
 	}
-	if err := p.t.ensureXOL(p, addr); err != nil {
+	x, err := p.t.ensureXOL(p, addr, in, strategy == Boost)
+	if err != nil {
 		return err
 	}
-	if err := p.t.prepareSlot(p, s, strategy == Boost); err != nil {
+	if err := p.t.prepareSlot(p, x, s, strategy == Boost); err != nil {
 		return err
 	}
 	if auto && strategy == Boost && !s.boosted && in.Kind == decode.Emulate {

@@ -529,8 +529,9 @@ func (p *Process) Probes() []*Probe {
 	return out
 }
 
-// XOL returns the address and size of the process's XOL area, or 0, 0 when
-// none is mapped.
+// XOL returns the address and size of the process's first XOL area, or
+// 0, 0 when none is mapped. (Probes more than 2GB away from it that need a
+// slot within reach get areas of their own, up to 16.)
 func (p *Process) XOL() (base, size uint64) {
 	p.t.do(func() error {
 		if p.xol != nil {

@@ -21,6 +21,9 @@ const (
 )
 
 type xolArea struct {
+	// also is the next area: one is mapped near each module whose probes
+	// need a slot within ±2GB, and another when one is full.
+	also  *xolArea
 	base  uint64
 	next  uint64  // offset of the next free slot
 	slots []*site // by slot index: whose copy each slot holds
@@ -29,23 +32,66 @@ type xolArea struct {
 	nboosted int
 }
 
-// siteOfSlot returns the site whose slot holds rip, and rip's offset in the
-// copy, when rip is at an instruction boundary of a boosted slot: the start
-// of the copy or the jump back after it.
+// siteOfSlot returns the site whose slot, in any of the areas from x on,
+// holds rip, and rip's offset in the copy, when rip is at an instruction
+// boundary of a boosted slot: the start of the copy or the jump back after
+// it.
 func (x *xolArea) siteOfSlot(rip uint64) (*site, uint64, bool) {
-	if x == nil || rip < x.base || rip >= x.base+x.next {
-		return nil, 0, false
+	for ; x != nil; x = x.also {
+		if rip < x.base || rip >= x.base+x.next {
+			continue
+		}
+		i := (rip - x.base) / slotSize
+		if i >= uint64(len(x.slots)) {
+			return nil, 0, false
+		}
+		s := x.slots[i]
+		off := rip - s.slot
+		if !s.boosted || (off != 0 && off != uint64(s.insn.Len)) {
+			return nil, 0, false
+		}
+		return s, off, true
 	}
-	i := (rip - x.base) / slotSize
-	if i >= uint64(len(x.slots)) {
-		return nil, 0, false
+	return nil, 0, false
+}
+
+// boosting says whether any area from x on has a boosted slot: until one
+// has, no thread can be in an area but while the tracer steps it.
+func (x *xolArea) boosting() bool {
+	for ; x != nil; x = x.also {
+		if x.nboosted > 0 {
+			return true
+		}
 	}
-	s := x.slots[i]
-	off := rip - s.slot
-	if !s.boosted || (off != 0 && off != uint64(s.insn.Len)) {
-		return nil, 0, false
+	return false
+}
+
+// contains says whether addr is in an area from x on.
+func (x *xolArea) contains(addr uint64) bool {
+	for ; x != nil; x = x.also {
+		if addr >= x.base && addr < x.base+xolSize {
+			return true
+		}
 	}
-	return s, off, true
+	return false
+}
+
+// suits says whether a slot of x can serve in: one is free, and when the
+// copy is to be boosted, its rip-relative target and the jump back are
+// within reach of it.
+func (x *xolArea) suits(in *decode.Insn, boost bool) bool {
+	if x.next+slotSize > xolSize {
+		return false
+	}
+	if !boost {
+		return true
+	}
+	slot := x.base + x.next
+	reach := func(a uint64) bool {
+		d := int64(a) - int64(slot)
+		return d > -(1<<31)+slotSize && d < 1<<31-slotSize
+	}
+	return reach(in.Next()) && (!in.RIPRel || reach(in.Target))
 }
 
 // xolHint returns where to ask mmap to put the XOL area so that it lies
@@ -161,10 +207,30 @@ func injector(p *Process) *thread {
 	return nil
 }
 
-// ensureXOL maps p's XOL area if it has none, running the mmap at at.
-func (t *Tracer) ensureXOL(p *Process, at uint64) error {
-	if p.xol != nil {
-		return nil
+// ensureXOL returns an XOL area with a free slot for in, mapping one when
+// none suits (see suits), with the mmap run at at: the first area when the
+// process has none, another near in when boost needs one within reach (if
+// the kernel puts it elsewhere, it serves for stepped copies all the same),
+// another when the areas are full.
+func (t *Tracer) ensureXOL(p *Process, at uint64, in *decode.Insn, boost bool) (*xolArea, error) {
+	last, n := p.xol, 0
+	for x := p.xol; x != nil; x = x.also {
+		if x.suits(in, boost) {
+			return x, nil
+		}
+		last = x
+		n++
+	}
+	if boost {
+		// An area with room already near in is as near as a new one
+		// would be (its rip-relative target is what is out of reach), and
+		// past maxAreas (the kernel not taking the hints) any area with
+		// room will do: the caller falls back to a stepped copy.
+		for x := p.xol; x != nil; x = x.also {
+			if x.suits(in, false) && (near(x, at) || n >= maxAreas) {
+				return x, nil
+			}
+		}
 	}
 	stopped := t.stopWorld(p, nil, false)
 	th := injector(p)
@@ -177,28 +243,46 @@ func (t *Tracer) ensureXOL(p *Process, at uint64) error {
 	}
 	defer t.resumeWorld(stopped)
 	if th == nil {
-		return fmt.Errorf("ptrace: no thread of process %d is free to map the XOL area", p.pid)
+		return nil, fmt.Errorf("ptrace: no thread of process %d is free to map an XOL area", p.pid)
 	}
 	var hint uint64
 	if ms, err := Maps(p.pid); err == nil {
 		hint = xolHint(ms, at)
 	}
+	xolAt := p.xolAt
+	if p.xol == nil {
+		xolAt = at
+	}
 	// A hint, not MAP_FIXED: the kernel takes it when the range is free and
 	// else puts the area anywhere (slots out of reach are then stepped).
-	ret, err := t.inject(th, at, unix.SYS_MMAP, hint, xolSize, unix.PROT_READ|unix.PROT_EXEC,
+	ret, err := t.inject(th, xolAt, unix.SYS_MMAP, hint, xolSize, unix.PROT_READ|unix.PROT_EXEC,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if int64(ret) < 0 && int64(ret) > -4096 {
-		return fmt.Errorf("ptrace: mapping the XOL area in process %d: %w", p.pid, unix.Errno(-int64(ret)))
+		return nil, fmt.Errorf("ptrace: mapping an XOL area in process %d: %w", p.pid, unix.Errno(-int64(ret)))
 	}
-	p.xol = &xolArea{base: ret}
-	p.xolAt = at
-	return nil
+	x := &xolArea{base: ret}
+	if last == nil {
+		p.xol, p.xolAt = x, at
+	} else {
+		last.also = x
+	}
+	return x, nil
 }
 
-// unmapXOL removes the area at detach. The world is stopped; threads with
+// maxAreas bounds the XOL areas mapped to bring slots near their
+// instructions.
+const maxAreas = 16
+
+// near says whether x lies within ±2GB of addr.
+func near(x *xolArea, addr uint64) bool {
+	d := int64(addr) - int64(x.base)
+	return d > -(1<<31) && d < 1<<31
+}
+
+// unmapXOL removes the areas at detach. The world is stopped; threads with
 // a signal to deliver are avoided, since stepping one would consume it.
 func (t *Tracer) unmapXOL(p *Process, sigs map[int]int) error {
 	var th *thread
@@ -211,12 +295,14 @@ func (t *Tracer) unmapXOL(p *Process, sigs map[int]int) error {
 	if th == nil {
 		return fmt.Errorf("ptrace: no thread of process %d is free to unmap the XOL area at %#x", p.pid, p.xol.base)
 	}
-	ret, err := t.inject(th, p.xolAt, unix.SYS_MUNMAP, p.xol.base, xolSize)
-	if err != nil {
-		return err
-	}
-	if ret != 0 {
-		return fmt.Errorf("ptrace: unmapping the XOL area of process %d: %w", p.pid, unix.Errno(-int64(ret)))
+	for x := p.xol; x != nil; x = x.also {
+		ret, err := t.inject(th, p.xolAt, unix.SYS_MUNMAP, x.base, xolSize)
+		if err != nil {
+			return err
+		}
+		if ret != 0 {
+			return fmt.Errorf("ptrace: unmapping the XOL area at %#x of process %d: %w", x.base, p.pid, unix.Errno(-int64(ret)))
+		}
 	}
 	p.xol = nil
 	return nil
@@ -276,12 +362,12 @@ func jumpBack(b []byte, from, target uint64) int {
 // boosted site (boost set and the copy boostable there) a jump back to the
 // next original instruction follows the copy; s.boosted says whether it
 // was.
-func (t *Tracer) prepareSlot(p *Process, s *site, boost bool) error {
+func (t *Tracer) prepareSlot(p *Process, x *xolArea, s *site, boost bool) error {
 	in := s.insn
-	if p.xol.next+slotSize > xolSize {
-		return fmt.Errorf("ptrace: the XOL area of process %d is full", p.pid)
+	if x.next+slotSize > xolSize {
+		return fmt.Errorf("ptrace: the XOL area at %#x of process %d is full", x.base, p.pid)
 	}
-	slot := p.xol.base + p.xol.next
+	slot := x.base + x.next
 	var code [slotSize]byte
 	copy(code[:], in.Code())
 	s.scratch = -1
@@ -323,10 +409,10 @@ func (t *Tracer) prepareSlot(p *Process, s *site, boost bool) error {
 		return fmt.Errorf("ptrace: writing XOL slot %#x: %w", slot, err)
 	}
 	s.slot = slot
-	p.xol.next += slotSize
-	p.xol.slots = append(p.xol.slots, s)
+	x.next += slotSize
+	x.slots = append(x.slots, s)
 	if s.boosted {
-		p.xol.nboosted++
+		x.nboosted++
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ func TestSlotRelocation(t *testing.T) {
 			s := &site{addr: c.addr, insn: in, strategy: OutOfLine, scratch: -1}
 			got := make([]byte, len(c.code))
 			err = p.t.do(func() error {
-				if err := p.t.prepareSlot(p, s, false); err != nil {
+				if err := p.t.prepareSlot(p, p.xol, s, false); err != nil {
 					return err
 				}
 				_, err := p.mem.ForceReadAt(got, int64(s.slot))
@@ -120,10 +120,10 @@ func TestBoostSlotFar(t *testing.T) {
 	rs := &site{addr: far, insn: rip, scratch: -1}
 	got := make([]byte, 15)
 	require.NoError(t, p.t.do(func() error {
-		if err := p.t.prepareSlot(p, ps, true); err != nil {
+		if err := p.t.prepareSlot(p, p.xol, ps, true); err != nil {
 			return err
 		}
-		if err := p.t.prepareSlot(p, rs, true); err != nil {
+		if err := p.t.prepareSlot(p, p.xol, rs, true); err != nil {
 			return err
 		}
 		_, err := p.mem.ForceReadAt(got, int64(ps.slot))

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <ucontext.h>
@@ -26,6 +27,7 @@ unsigned long g_sig(unsigned long);    // push rbx (called from the signal handl
 void own_trap(void);                   // int3
 unsigned long f_div(unsigned long, unsigned long); // div rsi at f_div_insn
 extern char f_div_insn[];
+void ready(void); // push rbp: called when the far code is in place
 
 unsigned long base = 1000;
 
@@ -40,6 +42,7 @@ __asm__(".text\n"
         "\tpush %rbx\n\tlea 3(%rdi),%rax\n\tpop %rbx\n\tret\n"
         ".globl f_div\n.type f_div,@function\nf_div:\n"
         "\tmov %rdi,%rax\n\txor %edx,%edx\n.globl f_div_insn\nf_div_insn:\n\tdiv %rsi\n\tret\n"
+        ".globl ready\n.type ready,@function\nready:\n\tpush %rbp\n\tpop %rbp\n\tret\n"
         ".globl own_trap\n.type own_trap,@function\nown_trap:\n"
         "\tint3\n\tret\n");
 
@@ -111,6 +114,27 @@ static void on_fpe(int sig, siginfo_t *si, void *ctx) {
 }
 
 int main(int argc, char **argv) {
+	if (argc > 2 && strcmp(argv[1], "far") == 0) {
+		// Code far (more than 2GB) from the program's text, loading a word
+		// rip-relative from its own page: mov rax,[rip+0xf9]; add rax,rdi;
+		// ret.
+		static const unsigned char code[] = {0x48, 0x8b, 0x05, 0xf9, 0, 0, 0, 0x48, 0x01, 0xf8, 0xc3};
+		unsigned char *pg = mmap((void *)0x600000000000UL, 4096, PROT_READ | PROT_WRITE,
+		                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (pg != (void *)0x600000000000UL)
+			return 3;
+		memcpy(pg, code, sizeof code);
+		*(unsigned long *)(pg + 0x100) = 1000;
+		mprotect(pg, 4096, PROT_READ | PROT_EXEC);
+		ready();
+		unsigned long (*fn)(unsigned long) = (unsigned long (*)(unsigned long))pg;
+		long n = atol(argv[2]);
+		unsigned long s = 0;
+		for (long i = 0; i < n; i++)
+			s += fn(i) + f_riprel(i);
+		printf("far sum %lu\n", s);
+		return 0;
+	}
 	if (argc > 1 && strcmp(argv[1], "divzero") == 0) {
 		// A division by zero: the SIGFPE names the div instruction, in
 		// si_addr and in the context's rip, wherever a tracer ran it.
