@@ -1,7 +1,6 @@
 package memio
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -207,31 +206,16 @@ func (p *Process) fault(addr uint64, a Access, e unix.Errno) error {
 // protection returns the permission string ("r-xp") of the mapping holding
 // addr, and whether there is one. It runs only on the error path.
 func (p *Process) protection(addr uint64) (string, bool, error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(p.pid) + "/maps")
+	maps, err := ReadMaps(p.pid)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return "", false, fmt.Errorf("process %d: %w", p.pid, ErrGone)
-		}
 		return "", false, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		lo, hi, ok := strings.Cut(fields[0], "-")
-		if !ok {
-			continue
-		}
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 == nil && err2 == nil && addr >= start && addr < end {
-			return fields[1], true, nil
+	for i := range maps {
+		if maps[i].Contains(addr) {
+			return maps[i].Perms, true, nil
 		}
 	}
-	return "", false, sc.Err()
+	return "", false, nil
 }
 
 // ForceReadAt reads like ReadAt but through /proc/PID/mem, which can read

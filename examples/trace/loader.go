@@ -33,7 +33,7 @@ const (
 // a probe on its _dl_debug_state. A static program has no loader, and no
 // libraries to wait for.
 func (s *session) watchLoader() error {
-	maps, err := symtab.ReadMaps(s.pid)
+	maps, err := memio.ReadMaps(s.pid)
 	if err != nil {
 		return err
 	}

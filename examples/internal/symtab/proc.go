@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/onetrap/onetrap/memio"
 )
 
 // ErrLibNotMapped is returned by ResolvePID when a spec names a library the
@@ -23,7 +25,7 @@ type ProcSite struct {
 // /proc/PID/exe and the mapped paths, and matched to their mappings by
 // inode, so the process's mount namespace and symlinks do not matter.
 func ResolvePID(pid int, sp *Spec) ([]ProcSite, error) {
-	maps, err := ReadMaps(pid)
+	maps, err := memio.ReadMaps(pid)
 	if err != nil {
 		return nil, err
 	}
