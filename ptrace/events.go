@@ -1,10 +1,12 @@
 package ptrace
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -116,13 +118,7 @@ func (t *Tracer) gone(th *thread, ws unix.WaitStatus) {
 	if th.vfork || th.tid != p.pid {
 		return
 	}
-	e := &Exit{}
-	if ws.Signaled() {
-		e.Signal = ws.Signal()
-	} else {
-		e.Code = ws.ExitStatus()
-	}
-	p.end(e, nil)
+	p.end(exitOf(ws), nil)
 }
 
 // cloned registers a new thread of p. Its first stop may already have been
@@ -145,7 +141,7 @@ func (t *Tracer) firstStop(child int) (unix.WaitStatus, bool) {
 		return ws, true
 	}
 	var ws unix.WaitStatus
-	if _, e := wait4(child, &ws, wall); e != 0 {
+	if !t.waitFor(child, &ws) {
 		return ws, false
 	}
 	return ws, true
@@ -253,7 +249,7 @@ func (t *Tracer) userStop(th *thread) bool {
 		return true // gone, or already where it should be; nothing to undo
 	}
 	for {
-		if _, e := wait4(th.tid, &t.ws, wall); e != 0 {
+		if !t.waitFor(th.tid, &t.ws) {
 			return false
 		}
 		ws := t.ws
@@ -277,7 +273,10 @@ func (t *Tracer) userStop(th *thread) bool {
 // stopWorld interrupts p's running threads other than keep (listening ones
 // too when all is set) and waits until each has stopped. A thread that
 // reports something else than the interrupt keeps that report for
-// resumeWorld. It returns the threads it stopped.
+// resumeWorld (or detach), and so does a thread of p whose report came
+// while waiting for another (see waitFor), which joins the list. A thread
+// that ended reports its end that way; one that vanished without a report
+// is marked so. It returns the threads it stopped.
 func (t *Tracer) stopWorld(p *Process, keep *thread, all bool) []*thread {
 	// Lists are recycled (worlds can nest: a deferred report handled while
 	// resuming may stop the world again) so a single-step hit allocates
@@ -290,22 +289,27 @@ func (t *Tracer) stopWorld(p *Process, keep *thread, all bool) []*thread {
 		if th == keep || th.state == held || (th.state == listening && !all) {
 			continue
 		}
-		if e := ptraceRaw(unix.PTRACE_INTERRUPT, th.tid, 0, 0); e != 0 {
+		if th.tid == p.pid && !th.vfork && t.zombie(th.tid) {
+			// A leader that exited alone: it reports nothing until the
+			// process ends. Left as it is.
 			continue
 		}
+		if e := ptraceRaw(unix.PTRACE_INTERRUPT, th.tid, 0, 0); e != 0 {
+			continue // gone: its end is reported
+		}
+		th.state = held
 		stopped = append(stopped, th)
 	}
 	for _, th := range stopped {
-		if _, e := wait4(th.tid, &th.ws, wall); e != 0 {
-			th.ws = 0 // reads as exited with status 0
-			th.deferred = true
-		} else {
-			ws := th.ws
-			th.deferred = !(ws.Stopped() && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP && ws.StopSignal() == unix.SIGTRAP)
+		if !t.waitFor(th.tid, &th.ws) {
+			th.ws, th.deferred, th.vanished = 0, true, true
+			continue
 		}
-		th.state = held
+		ws := th.ws
+		th.deferred = !(ws.Stopped() && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP && ws.StopSignal() == unix.SIGTRAP)
+		th.vanished = false
 	}
-	return stopped
+	return t.claim(p, keep, stopped)
 }
 
 // resumeWorld lets the threads stopWorld stopped go, handling the reports
@@ -321,6 +325,11 @@ func (t *Tracer) resumeWorld(stopped []*thread) {
 		}
 		if th.deferred {
 			th.deferred = false
+			if th.vanished {
+				th.vanished = false
+				t.lost(th)
+				continue
+			}
 			t.dispatch(th, th.ws)
 			continue
 		}
@@ -442,6 +451,14 @@ func (p *Process) detach() error {
 		}
 		th.deferred = false
 		ws := th.ws
+		if th.vanished {
+			th.vanished = false
+			t.lost(th)
+			if p.finished {
+				return nil
+			}
+			continue
+		}
 		if ws.Exited() || ws.Signaled() {
 			t.gone(th, ws)
 			if p.finished {
@@ -470,6 +487,21 @@ func (p *Process) detach() error {
 			if m, e := eventMsg(th.tid); e == 0 {
 				t.forked(p, int(m), false)
 			}
+		case ev == unix.PTRACE_EVENT_EXEC:
+			// A new image: no INT3 nor XOL area of ours is left, and no
+			// other thread.
+			for tid, o := range p.threads {
+				if o != th && !o.vfork {
+					delete(p.threads, tid)
+					delete(t.threads, tid)
+				}
+			}
+			for _, s := range p.sites {
+				for _, pr := range s.probes {
+					pr.s = nil
+				}
+			}
+			p.sites, p.removed, p.xol = map[uint64]*site{}, map[uint64]bool{}, nil
 		}
 	}
 	if p.xol.boosting() {
@@ -508,21 +540,54 @@ func (p *Process) detach() error {
 		err = t.unmapXOL(p, sigs)
 	}
 	p.sites = map[uint64]*site{}
-	for tid, th := range p.threads {
+	// The leader last: once it has exited, it can be reaped only after
+	// every other thread.
+	order := make([]*thread, 0, len(p.threads))
+	for _, th := range p.threads {
+		if th.tid != p.pid {
+			order = append(order, th)
+		}
+	}
+	if th := p.threads[p.pid]; th != nil {
+		order = append(order, th)
+	}
+	var exit *Exit
+	for _, th := range order {
+		tid := th.tid
 		e := ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(sigs[tid]))
 		if e == unix.ESRCH {
 			// A thread detached before let the process exit: this one is
 			// dying (PTRACE_DETACH refuses a thread with SIGKILL pending)
 			// and, still traced, would stay a zombie nobody reaps.
-			e = t.reapOrDetach(tid, sigs[tid])
+			var ws unix.WaitStatus
+			var reaped bool
+			e, reaped = t.reapOrDetach(tid, sigs[tid], &ws)
+			if reaped && tid == p.pid && !th.vfork {
+				exit = exitOf(ws)
+			}
 		}
 		if e != 0 && e != unix.ESRCH && err == nil {
 			err = errno("detach", tid, e)
 		}
 		th.nheld = 0
 	}
-	p.end(nil, nil)
+	if exit != nil {
+		// The process ended before it could be let go: say how.
+		err = nil
+	}
+	p.end(exit, nil)
 	return err
+}
+
+// exitOf says how a process ended from its leader's wait status.
+func exitOf(ws unix.WaitStatus) *Exit {
+	e := &Exit{}
+	if ws.Signaled() {
+		e.Signal = ws.Signal()
+	} else {
+		e.Code = ws.ExitStatus()
+	}
+	return e
 }
 
 // collectTrap deals with a thread that the world-stop interrupt caught
@@ -542,10 +607,10 @@ func (t *Tracer) collectTrap(th *thread) {
 	if cont(th.tid, 0) != 0 {
 		return
 	}
-	if _, e := wait4(th.tid, &th.ws, wall); e != 0 {
-		th.ws = 0
-	}
 	th.deferred = true
+	if !t.waitFor(th.tid, &th.ws) {
+		th.ws, th.vanished = 0, true
+	}
 }
 
 // sigPending says whether sig is pending for thread tid (in its own set;
@@ -565,24 +630,29 @@ func sigPending(pid, tid int, sig unix.Signal) bool {
 }
 
 // reapOrDetach waits, briefly, for a thread PTRACE_DETACH refused: it
-// reaps it if it ends, and detaches it if it stops.
-func (t *Tracer) reapOrDetach(tid int, sig int) unix.Errno {
-	var ws unix.WaitStatus
+// reaps it if it ends (reaped, with its status in ws), and detaches it if
+// it stops. Reports of other threads that come meanwhile are kept for the
+// main loop. A zombie leader is waited for only as long as its process
+// has other threads that are ending.
+func (t *Tracer) reapOrDetach(tid int, sig int, ws *unix.WaitStatus) (e unix.Errno, reaped bool) {
 	for i := 0; i < 1000; i++ {
-		r, e := wait4(tid, &ws, wall|unix.WNOHANG)
+		r, e := tid, unix.Errno(0)
+		if !t.unstash(tid, ws) {
+			r, e = wait4(tid, ws, wall|unix.WNOHANG)
+		}
 		switch {
 		case e != 0:
-			return 0 // already reaped: nothing is left attached
+			return 0, false // already reaped: nothing is left attached
 		case r == tid && (ws.Exited() || ws.Signaled()):
-			return 0
+			return 0, true
 		case r == tid && ws.Stopped():
 			if e := ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(sig)); e != unix.ESRCH {
-				return e
+				return e, false
 			}
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return unix.ESRCH
+	return unix.ESRCH, false
 }
 
 // follow makes a traced Process of p's fork child, stopped at its first
@@ -626,3 +696,144 @@ func (t *Tracer) follow(p *Process, child int) bool {
 	}
 	return true
 }
+
+// report is a wait4 report kept for later: see waitFor.
+type report struct {
+	tid int
+	ws  unix.WaitStatus
+}
+
+// waitFor waits for the next report of thread tid and stores it in ws. It
+// reports false when tid can no longer report: its process is gone from
+// under the tracer, or tid was a thread other than the leader that called
+// execve (it goes on under the leader's tid, which reports the exec).
+//
+// It never blocks in wait4 for tid alone. A thread-group leader that has
+// exited is reported only once every other thread of its process has been
+// reaped, and the tracer is who reaps them: waiting for the leader alone
+// while the others are ending (exit_group, SIGKILL) never returns. So it
+// takes every report that comes, keeping the others' for later (stash).
+// It does not wait for a zombie: callers interrupt none (see zombie).
+func (t *Tracer) waitFor(tid int, ws *unix.WaitStatus) bool {
+	if t.unstash(tid, ws) {
+		return true
+	}
+	var p *Process
+	if th := t.threads[tid]; th != nil {
+		p = th.p
+	}
+	for {
+		r, e := wait4(-1, ws, wall|wnothread)
+		if e != 0 {
+			return false
+		}
+		switch {
+		case r == tid:
+			return true
+		case r == t.sentinel:
+			if ws.Stopped() {
+				cont(t.sentinel, 0)
+			}
+			continue
+		}
+		t.stash = append(t.stash, report{r, *ws})
+		if p != nil && r == p.pid && ws.Stopped() && ptraceEvent(*ws) == unix.PTRACE_EVENT_EXEC {
+			// An execve under the leader's tid: every other thread of p
+			// has ended by now, reported or (the one that called it)
+			// renamed.
+			return false
+		}
+	}
+}
+
+// unstash takes the first stashed report of tid, if any, into ws.
+func (t *Tracer) unstash(tid int, ws *unix.WaitStatus) bool {
+	for i, r := range t.stash {
+		if r.tid == tid {
+			*ws = r.ws
+			t.stash = append(t.stash[:i], t.stash[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// claim takes the stashed reports of p's threads other than keep, as
+// stopWorld's own (deferred), adding the threads to stopped.
+func (t *Tracer) claim(p *Process, keep *thread, stopped []*thread) []*thread {
+	n := 0
+	for _, r := range t.stash {
+		th := t.threads[r.tid]
+		if th == nil || th.p != p || th == keep {
+			t.stash[n] = r
+			n++
+			continue
+		}
+		th.ws, th.deferred, th.vanished = r.ws, true, false
+		if th.state != held {
+			th.state = held
+			stopped = append(stopped, th)
+		} else if !inList(stopped, th) {
+			stopped = append(stopped, th)
+		}
+	}
+	t.stash = t.stash[:n]
+	return stopped
+}
+
+func inList(l []*thread, th *thread) bool {
+	for _, o := range l {
+		if o == th {
+			return true
+		}
+	}
+	return false
+}
+
+// zombie says whether thread tid has exited (or is gone), by the state in
+// /proc/TID/stat. A leader that called the exit system call alone stays a
+// zombie, never reporting a stop, until its process's last thread ends: an
+// interrupt sent to it would be waited for in vain. It allocates nothing.
+func (t *Tracer) zombie(tid int) bool {
+	path := append(t.statPath[:0], "/proc/"...)
+	path = strconv.AppendInt(path, int64(tid), 10)
+	path = append(path, "/stat\x00"...)
+	fd, _, e := unix.Syscall6(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(&path[0])),
+		unix.O_RDONLY|unix.O_CLOEXEC, 0, 0, 0)
+	if e != 0 {
+		return true
+	}
+	n, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&t.statBuf[0])), uintptr(len(t.statBuf)))
+	unix.Syscall(unix.SYS_CLOSE, fd, 0, 0)
+	if e != 0 {
+		return true
+	}
+	// "tid (comm) S ...": comm may hold anything, parentheses included,
+	// so the state follows the last ')'. (comm is at most 16 bytes.)
+	b := t.statBuf[:n]
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == ')' {
+			if i+2 < len(b) {
+				return b[i+2] == 'Z' || b[i+2] == 'X'
+			}
+			break
+		}
+	}
+	return false
+}
+
+// lost drops a thread that vanished without a report of its end (see
+// waitFor); a leader lost so ends its process.
+func (t *Tracer) lost(th *thread) {
+	p := th.p
+	delete(p.threads, th.tid)
+	if t.threads[th.tid] == th {
+		delete(t.threads, th.tid)
+	}
+	if th.tid == p.pid && !th.vfork {
+		p.end(nil, fmt.Errorf("ptrace: process %d is gone", p.pid))
+	}
+}
+
+// atFDCWD is AT_FDCWD as a system call argument.
+var atFDCWD = func() uintptr { fd := unix.AT_FDCWD; return uintptr(fd) }()

@@ -160,7 +160,7 @@ func (t *Tracer) step(th *thread, from uint64) int {
 		if singleStep(tid, 0) != 0 {
 			return stepGone
 		}
-		if _, e := wait4(tid, &t.ws, wall); e != 0 {
+		if !t.waitFor(tid, &t.ws) {
 			return stepGone
 		}
 		ws := t.ws

@@ -68,6 +68,10 @@ func TestMain(m *testing.M) {
 		var fds [2]int
 		unix.Pipe(fds[:])
 		unix.Read(fds[0], make([]byte, 1))
+	case "hitexit":
+		// One hit, then the whole process ends at once.
+		asmfuncs.PushRBP()
+		os.Exit(3)
 	case "sleep":
 		fmt.Println("ready")
 		for {

@@ -121,6 +121,7 @@ type thread struct {
 	p        *Process
 	state    int
 	deferred bool // a stop was seen while stopping the world; ws holds it
+	vanished bool // with deferred: the thread can no longer report (see waitFor)
 	ws       unix.WaitStatus
 	vfork    bool   // a vfork child sharing p's memory
 	hit      uint64 // the probe address while its handlers run

@@ -42,6 +42,15 @@ type Tracer struct {
 	one   [1]byte
 	spare [][]*thread // thread lists for stopWorld
 
+	// Reports wait4 returned while the tracer waited for one thread in
+	// particular (see waitFor), not yet handled: the main loop takes them
+	// before waiting again. Preallocated, so that the hit path allocates
+	// nothing.
+	stash []report
+	// Scratch for zombie: a path and the start of /proc/TID/stat.
+	statPath [40]byte
+	statBuf  [256]byte
+
 	slotExits int // threads moved out of boosted slots at detach, for tests
 
 	closeOnce sync.Once
@@ -59,6 +68,7 @@ func NewTracer() (*Tracer, error) {
 		procs:   map[int]*Process{},
 		threads: map[int]*thread{},
 		orphans: map[int]unix.WaitStatus{},
+		stash:   make([]report, 0, 64),
 	}
 	ready := make(chan error, 1)
 	go t.loop(sentinel, ready)
@@ -100,6 +110,12 @@ func (t *Tracer) loop(sentinel string, ready chan<- error) {
 				}
 			}
 			return
+		}
+		if len(t.stash) > 0 {
+			r := t.stash[0]
+			t.stash = append(t.stash[:0], t.stash[1:]...)
+			t.event(r.tid, r.ws)
+			continue
 		}
 		pid, e := wait4(-1, &t.ws, wall|wnothread)
 		if e != 0 {
