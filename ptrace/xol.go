@@ -421,27 +421,33 @@ func (t *Tracer) prepareSlot(p *Process, x *xolArea, s *site, boost bool) error 
 // rdx or rsp (used implicitly by many instructions), nor r12 (needs a SIB
 // byte), nor one the instruction uses. A REX.B bit in the instruction, which
 // rip-relative addressing ignores, selects r8-r15 once the operand names a
-// register.
+// register. Only a REX right before the opcode counts: the CPU ignores one
+// that a legacy prefix follows (41 66 8b 05 is mov ax,[rip+disp32], REX.B
+// and all), and one before a VEX or EVEX prefix is still found.
 func scratchFor(in *decode.Insn) (int, error) {
 	b := in.Code()
 	i := 0
+	var rex byte
 prefixes:
 	for i < len(b) {
-		switch b[i] {
-		case 0x66, 0x67, 0xf0, 0xf2, 0xf3, 0x2e, 0x36, 0x3e, 0x26, 0x64, 0x65:
+		switch c := b[i]; {
+		case c == 0x66 || c == 0x67 || c == 0xf0 || c == 0xf2 || c == 0xf3 ||
+			c == 0x2e || c == 0x36 || c == 0x3e || c == 0x26 || c == 0x64 || c == 0x65:
+			rex = 0
+			i++
+		case c&0xf0 == 0x40:
+			rex = c
 			i++
 		default:
 			break prefixes
 		}
 	}
+	if i < len(b) && (b[i] == 0xc4 || b[i] == 0xc5 || b[i] == 0x62 || b[i] == 0x8f) {
+		return 0, fmt.Errorf("ptrace: %v at %#x: rip-relative VEX/EVEX operand beyond ±2GB of the XOL area", in, in.Addr)
+	}
 	high := 0
-	if i < len(b) {
-		switch {
-		case b[i] == 0xc4 || b[i] == 0xc5 || b[i] == 0x62 || b[i] == 0x8f:
-			return 0, fmt.Errorf("ptrace: %v at %#x: rip-relative VEX/EVEX operand beyond ±2GB of the XOL area", in, in.Addr)
-		case b[i]&0xf0 == 0x40 && b[i]&1 != 0:
-			high = 8
-		}
+	if rex&1 != 0 {
+		high = 8
 	}
 	for _, low := range []int{regs.RBX, regs.RSI, regs.RDI, regs.RBP} {
 		reg := low + high
