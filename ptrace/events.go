@@ -118,6 +118,8 @@ func (t *Tracer) gone(th *thread, ws unix.WaitStatus) {
 	if th.vfork || th.tid != p.pid {
 		return
 	}
+	// A leader's end is reported only once every other thread has been
+	// reaped: it is the process's.
 	p.end(exitOf(ws), nil)
 }
 
@@ -649,6 +651,11 @@ func (t *Tracer) reapOrDetach(tid int, sig int, ws *unix.WaitStatus) (e unix.Err
 			if e := ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(sig)); e != unix.ESRCH {
 				return e, false
 			}
+		case i >= 20 && t.zombie(tid):
+			// A leader that exited alone, its threads (detached) still
+			// running: it stays attached, and is let go with the
+			// tracer thread.
+			return unix.ESRCH, false
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -138,3 +138,38 @@ func TestKilledWhileStepping(t *testing.T) {
 		}
 	}
 }
+
+// A process whose main thread has ended alone (a zombie, which reports
+// nothing until the last thread ends) is detached promptly while its other
+// threads hit SingleStep probes, which stop the world, and finishes
+// untraced.
+func TestDetachWithZombieLeader(t *testing.T) {
+	path := buildWorkload(t)
+	sym := symbols(t, path, "f_push", "f_sub")
+	for i := 0; i < 5; i++ {
+		cmd := exec.Command(path, "leaderexit", "20000000")
+		p, err := Start(cmd)
+		require.NoError(t, err)
+		pr, err := p.Insert(sym["f_push"], SingleStep, nil)
+		require.NoError(t, err)
+		_, err = p.Insert(sym["f_sub"], Emulate, nil)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			for pr.Hits() < uint64(2000+500*i) && ctx.Err() == nil {
+				time.Sleep(100 * time.Microsecond)
+			}
+			cancel()
+		}()
+		start := time.Now()
+		r := runBounded(t, p, ctx, 10*time.Second, fmt.Sprintf("iteration %d", i))
+		cancel()
+		if r.exit != nil {
+			t.Logf("iteration %d: ended before the cancel: %v, %d hits", i, r.exit, pr.Hits())
+			continue
+		}
+		require.ErrorIs(t, r.err, context.Canceled)
+		assert.Less(t, time.Since(start), 5*time.Second)
+		require.NoError(t, cmd.Wait(), "iteration %d: the detached program", i)
+	}
+}

@@ -188,6 +188,16 @@ int main(int argc, char **argv) {
 		printf("sum %lu\n", sum);
 		return 0;
 	}
+	if (argc > 2 && strcmp(argv[1], "leaderexit") == 0) {
+		// The main thread ends alone (a zombie until the others end)
+		// while threads call the probed functions.
+		static struct worker w[NTHREADS];
+		iters = atol(argv[2]);
+		atomic_store(&signals_done, 1);
+		for (int i = 0; i < 4; i++)
+			pthread_create(&w[i].th, NULL, work, &w[i]);
+		pthread_exit(NULL);
+	}
 	if (argc > 2 && strcmp(argv[1], "tkill") == 0) {
 		// Each call is hit by a probe whose handler sends this thread a
 		// SIGTRAP: all must arrive.
