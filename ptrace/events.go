@@ -556,6 +556,9 @@ func (p *Process) detach() error {
 	var exit *Exit
 	for _, th := range order {
 		tid := th.tid
+		if sigs[tid] != 0 {
+			t.sigsAtDetach++
+		}
 		e := ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(sigs[tid]))
 		if e == unix.ESRCH {
 			// A thread detached before let the process exit: this one is

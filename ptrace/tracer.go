@@ -51,7 +51,8 @@ type Tracer struct {
 	statPath [40]byte
 	statBuf  [256]byte
 
-	slotExits int // threads moved out of boosted slots at detach, for tests
+	slotExits    int // threads moved out of boosted slots at detach, for tests
+	sigsAtDetach int // signals passed on by PTRACE_DETACH, for tests
 
 	closeOnce sync.Once
 }

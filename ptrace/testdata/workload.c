@@ -188,6 +188,21 @@ int main(int argc, char **argv) {
 		printf("sum %lu\n", sum);
 		return 0;
 	}
+	if (argc > 2 && strcmp(argv[1], "sigcount") == 0) {
+		// Counts the SIGUSR2s it gets (a tracer's handlers send them)
+		// while calling the probed functions, and where they arrived.
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_sigaction = on_usr2;
+		sa.sa_flags = SA_SIGINFO | SA_RESTART;
+		sigaction(SIGUSR2, &sa, NULL);
+		long n = atol(argv[2]);
+		unsigned long s = 0;
+		for (long i = 0; i < n; i++)
+			s += f_riprel(i) + f_sub(i) + f_push(i);
+		printf("sum %lu usr2 %lu outside text %lu\n", s, (unsigned long)usr2, (unsigned long)usr2_bad);
+		return 0;
+	}
 	if (argc > 2 && strcmp(argv[1], "leaderexit") == 0) {
 		// The main thread ends alone (a zombie until the others end)
 		// while threads call the probed functions.
