@@ -136,3 +136,38 @@ func TestDetachUnmapsEveryArea(t *testing.T) {
 	waitBounded(t, cmd, 20*time.Second, "far")
 	assert.Equal(t, string(want), out.String())
 }
+
+// An execve made by a thread other than the leader while probes are in
+// (one stepped in place, stopping the world, in the leader's loop) gives
+// the process its new image under the leader's pid: the old probes go,
+// OnExec probes the new image, which runs as untraced.
+func TestExecFromOtherThread(t *testing.T) {
+	path := buildWorkload(t)
+	sym := symbols(t, path, "f_push", "f_sub")
+	want, err := exec.Command(path, "after-exec").Output()
+	require.NoError(t, err)
+	for _, strat := range []Strategy{SingleStep, Emulate, OutOfLine, Boost} {
+		cmd := exec.Command(path, "threadexec")
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		var after *Probe
+		var afterErr error
+		p, err := Start(cmd, OnExec(func(p *Process) {
+			after, afterErr = p.Insert(sym["f_push"], strat, nil)
+		}))
+		require.NoError(t, err)
+		before, err := p.Insert(sym["f_push"], Emulate, nil)
+		require.NoError(t, err)
+		loop, err := p.Insert(sym["f_sub"], strat, nil)
+		require.NoError(t, err)
+		r := runBounded(t, p, context.Background(), 10*time.Second, strat.String())
+		require.NoError(t, r.err, "%v", strat)
+		assert.Equal(t, &Exit{}, r.exit, "%v", strat)
+		assert.Equal(t, string(want), out.String(), "%v", strat)
+		assert.Equal(t, uint64(200), before.Hits(), "%v", strat)
+		assert.NotZero(t, loop.Hits(), "%v", strat)
+		require.NoError(t, afterErr, "%v", strat)
+		require.NotNil(t, after, "%v", strat)
+		assert.Equal(t, uint64(5), after.Hits(), "%v", strat)
+	}
+}

@@ -541,6 +541,25 @@ func (p *Process) detach() error {
 	if p.xol != nil {
 		err = t.unmapXOL(p, sigs)
 	}
+	// A signal held while a thread was stepped (a pending one the step of
+	// the injected munmap dequeued, say) goes with the detach: the thread
+	// is in the step's signal-delivery-stop, where PTRACE_DETACH delivers
+	// a signal with the siginfo set. More than one are sent again after.
+	var resend []report
+	for tid, th := range p.threads {
+		if th.nheld == 0 {
+			continue
+		}
+		first := 0
+		if sigs[tid] == 0 && setSiginfo(tid, &th.held[0]) == 0 {
+			sigs[tid] = int(th.held[0].signo())
+			first = 1
+		}
+		for i := first; i < th.nheld; i++ {
+			resend = append(resend, report{tid, unix.WaitStatus(th.held[i].signo())})
+		}
+		th.nheld = 0
+	}
 	p.sites = map[uint64]*site{}
 	// The leader last: once it has exited, it can be reaped only after
 	// every other thread.
@@ -575,6 +594,9 @@ func (p *Process) detach() error {
 			err = errno("detach", tid, e)
 		}
 		th.nheld = 0
+	}
+	for _, r := range resend {
+		unix.Tgkill(p.pid, r.tid, unix.Signal(r.ws))
 	}
 	if exit != nil {
 		// The process ended before it could be let go: say how.

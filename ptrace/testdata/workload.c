@@ -113,6 +113,13 @@ static void on_fpe(int sig, siginfo_t *si, void *ctx) {
 	siglongjmp(fpe_jmp, 1);
 }
 
+static void *exec_from_thread(void *argv0) {
+	for (int i = 0; i < 200; i++)
+		f_push(i);
+	execl("/proc/self/exe", (char *)argv0, "after-exec", (char *)NULL);
+	_exit(4);
+}
+
 int main(int argc, char **argv) {
 	if (argc > 2 && strcmp(argv[1], "far") == 0) {
 		// Code far (more than 2GB) from the program's text, loading a word
@@ -202,6 +209,14 @@ int main(int argc, char **argv) {
 			s += f_riprel(i) + f_sub(i) + f_push(i);
 		printf("sum %lu usr2 %lu outside text %lu\n", s, (unsigned long)usr2, (unsigned long)usr2_bad);
 		return 0;
+	}
+	if (argc > 1 && strcmp(argv[1], "threadexec") == 0) {
+		// A thread other than the main one calls execve while the main
+		// thread runs through the probed functions.
+		pthread_t th;
+		pthread_create(&th, NULL, exec_from_thread, argv[0]);
+		for (unsigned long i = 0;; i++)
+			f_sub(i);
 	}
 	if (argc > 2 && strcmp(argv[1], "leaderexit") == 0) {
 		// The main thread ends alone (a zombie until the others end)
