@@ -1,53 +1,21 @@
 package ptrace
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/memio"
 )
 
 // Mapping is one line of /proc/PID/maps.
-type Mapping struct {
-	Start, End uint64
-	Perms      string // "r-xp"
-	Path       string
-}
+type Mapping = memio.Mapping
 
 // Maps returns the memory mappings of process pid.
-func Maps(pid int) ([]Mapping, error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/maps")
-	if err != nil {
-		return nil, fmt.Errorf("ptrace: %w", err)
-	}
-	defer f.Close()
-	var ms []Mapping
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 5 {
-			continue
-		}
-		lo, hi, _ := strings.Cut(fs[0], "-")
-		a, err1 := strconv.ParseUint(lo, 16, 64)
-		b, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		m := Mapping{Start: a, End: b, Perms: fs[1]}
-		if len(fs) >= 6 {
-			m.Path = strings.Join(fs[5:], " ")
-		}
-		ms = append(ms, m)
-	}
-	return ms, sc.Err()
-}
+func Maps(pid int) ([]Mapping, error) { return memio.ReadMaps(pid) }
 
 func (p *Process) insert(addr uint64, strategy Strategy, h Handler) (*Probe, error) {
 	if p.finished {
