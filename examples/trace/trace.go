@@ -221,12 +221,14 @@ const graceOnSignal = 200 * time.Millisecond
 // that never ran its first instruction is killed, an attached one left as
 // it was.
 func (s *session) abandon() {
-	s.proc.Detach()
-	if s.o.pid == 0 {
-		unix.Kill(s.pid, unix.SIGKILL)
-		var ws unix.WaitStatus
-		unix.Wait4(s.pid, &ws, 0, nil)
+	if s.o.pid != 0 {
+		s.proc.Detach()
+		return
 	}
+	// Killed while still stopped, then reaped by the engine: detaching first
+	// would let the program run, however briefly, and print.
+	unix.Kill(s.pid, unix.SIGKILL)
+	s.proc.Run(context.Background())
 }
 
 func (s *session) hasLib() bool {
