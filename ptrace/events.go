@@ -101,7 +101,7 @@ func (t *Tracer) dispatch(th *thread, ws unix.WaitStatus) {
 		}
 		t.resume(th, 0)
 	case unix.PTRACE_EVENT_EXEC:
-		t.execed(th)
+		t.execed(t.execer(th))
 	default:
 		t.resume(th, 0)
 	}
@@ -187,6 +187,26 @@ func (t *Tracer) forked(p *Process, child int, vfork bool) {
 		m.Close()
 	}
 	unix.PtraceDetach(child)
+}
+
+// execer returns the record of the thread that made the execve th, a
+// thread-group leader, reports. When another thread made it, the leader
+// was killed and that thread took its tid (the event message names its
+// old one): that thread's record, when there is one, goes on as the
+// leader's (newImage renames it); else th's does, cleared of what belonged
+// to the dead leader.
+func (t *Tracer) execer(th *thread) *thread {
+	p := th.p
+	m, e := eventMsg(th.tid)
+	if e != 0 || int(m) == th.tid || th.vfork {
+		return th
+	}
+	if o := t.threads[int(m)]; o != nil && o.p == p && o != th && !o.vfork {
+		o.state, o.deferred, o.vanished = held, false, false
+		return o
+	}
+	th.nheld, th.hit, th.deferred, th.vanished = 0, 0, false, false
+	return th
 }
 
 // execed handles an execve: a vfork child leaves p's memory and is let go;
@@ -302,16 +322,48 @@ func (t *Tracer) stopWorld(p *Process, keep *thread, all bool) []*thread {
 		th.state = held
 		stopped = append(stopped, th)
 	}
+	// The leader is waited for last, once the others are stopped: it may
+	// have exited alone since the check above, and then never reports
+	// (see waitLeader).
+	var leader *thread
 	for _, th := range stopped {
-		if !t.waitFor(th.tid, &th.ws) {
-			th.ws, th.deferred, th.vanished = 0, true, true
+		if th.tid == p.pid && !th.vfork {
+			leader = th
 			continue
 		}
-		ws := th.ws
-		th.deferred = !(ws.Stopped() && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP && ws.StopSignal() == unix.SIGTRAP)
-		th.vanished = false
+		t.waitStopped(th, t.waitFor(th.tid, &th.ws))
+	}
+	if leader != nil {
+		ok, zombie := t.waitLeader(leader.tid, &leader.ws)
+		if zombie {
+			// Exited: not stopped, not the world's.
+			leader.state, leader.deferred, leader.vanished = running, false, false
+			n := 0
+			for _, th := range stopped {
+				if th != leader {
+					stopped[n] = th
+					n++
+				}
+			}
+			clear(stopped[n:])
+			stopped = stopped[:n]
+		} else {
+			t.waitStopped(leader, ok)
+		}
 	}
 	return t.claim(p, keep, stopped)
+}
+
+// waitStopped records the report stopWorld waited for from th (ok false:
+// th can no longer report).
+func (t *Tracer) waitStopped(th *thread, ok bool) {
+	if !ok {
+		th.ws, th.deferred, th.vanished = 0, true, true
+		return
+	}
+	ws := th.ws
+	th.deferred = !(ws.Stopped() && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP && ws.StopSignal() == unix.SIGTRAP)
+	th.vanished = false
 }
 
 // resumeWorld lets the threads stopWorld stopped go, handling the reports
@@ -750,32 +802,93 @@ func (t *Tracer) waitFor(tid int, ws *unix.WaitStatus) bool {
 	if t.unstash(tid, ws) {
 		return true
 	}
-	var p *Process
-	if th := t.threads[tid]; th != nil {
-		p = th.p
-	}
+	p := t.procOf(tid)
 	for {
 		r, e := wait4(-1, ws, wall|wnothread)
 		if e != 0 {
 			return false
 		}
-		switch {
-		case r == tid:
-			return true
-		case r == t.sentinel:
-			if ws.Stopped() {
-				cont(t.sentinel, 0)
+		if done, ok := t.took(tid, p, r, ws); done {
+			return ok
+		}
+	}
+}
+
+// procOf returns the process of known thread tid, or nil.
+func (t *Tracer) procOf(tid int) *Process {
+	if th := t.threads[tid]; th != nil {
+		return th.p
+	}
+	return nil
+}
+
+// took deals with report ws of thread r that came while waiting for tid,
+// of p: done says the wait is over, ok that ws is tid's.
+func (t *Tracer) took(tid int, p *Process, r int, ws *unix.WaitStatus) (done, ok bool) {
+	switch {
+	case r == tid:
+		return true, true
+	case r == t.sentinel:
+		if ws.Stopped() {
+			cont(t.sentinel, 0)
+		}
+		return false, false
+	}
+	t.stash = append(t.stash, report{r, *ws})
+	if p != nil && r == p.pid && ws.Stopped() && ptraceEvent(*ws) == unix.PTRACE_EVENT_EXEC {
+		// An execve under the leader's tid: every other thread of p
+		// has ended by now, reported or (the one that called it)
+		// renamed.
+		return true, false
+	}
+	return false, false
+}
+
+// waitLeader waits, like waitFor, for the report of tid, a process's
+// leader interrupted after every other thread was stopped. The leader may
+// have exited alone between the zombie check and the interrupt: a zombie
+// leader reports nothing until its other threads have ended, and they are
+// stopped, so a blocking wait would never return. It polls instead, and
+// gives up (zombie) once the leader is seen to be a zombie, which it
+// becomes promptly once past its last chance to report the interrupt.
+func (t *Tracer) waitLeader(tid int, ws *unix.WaitStatus) (ok, zombie bool) {
+	if t.unstash(tid, ws) {
+		return true, false
+	}
+	p := t.procOf(tid)
+	for i := 0; ; i++ {
+		r, e := wait4(-1, ws, wall|wnothread|unix.WNOHANG)
+		if e != 0 {
+			return false, false
+		}
+		if r > 0 {
+			if done, ok := t.took(tid, p, r, ws); done {
+				return ok, false
 			}
 			continue
 		}
-		t.stash = append(t.stash, report{r, *ws})
-		if p != nil && r == p.pid && ws.Stopped() && ptraceEvent(*ws) == unix.PTRACE_EVENT_EXEC {
-			// An execve under the leader's tid: every other thread of p
-			// has ended by now, reported or (the one that called it)
-			// renamed.
-			return false
+		if t.zombie(tid) {
+			// Nothing can come from it now; a report it sent before it
+			// exited (its end, once a kill has ended the others) is
+			// the main loop's.
+			return false, true
+		}
+		if i < 100 {
+			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		} else {
+			time.Sleep(50 * time.Microsecond)
 		}
 	}
+}
+
+// stashed says whether a report of tid is stashed.
+func (t *Tracer) stashed(tid int) bool {
+	for _, r := range t.stash {
+		if r.tid == tid {
+			return true
+		}
+	}
+	return false
 }
 
 // unstash takes the first stashed report of tid, if any, into ws.

@@ -38,6 +38,13 @@ func runBounded(t *testing.T, p *Process, ctx context.Context, limit time.Durati
 		return r
 	case <-time.After(limit):
 		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+		if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", p.Pid())); err == nil {
+			for _, e := range ents {
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", p.Pid(), e.Name()))
+				w, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/wchan", p.Pid(), e.Name()))
+				t.Logf("task %s: %s (wchan %s)", e.Name(), b, w)
+			}
+		}
 		t.Fatalf("%s: Run did not return within %v; tracee status:\n%s", what, limit, st)
 	}
 	return runResult{}

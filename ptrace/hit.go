@@ -182,6 +182,15 @@ func (t *Tracer) step(th *thread, from uint64) int {
 			}
 			continue
 		case unix.PTRACE_EVENT_EXEC:
+			if m, e := eventMsg(tid); e == 0 && int(m) != tid {
+				// Another thread's execve, reported under this (leader's)
+				// tid: th was killed, nothing was stepped. The report is
+				// the main loop's (see execer).
+				t.stash = append(t.stash, report{})
+				copy(t.stash[1:], t.stash)
+				t.stash[0] = report{tid, ws}
+				return stepGone
+			}
 			t.newImage(th)
 			return stepExec
 		default:
@@ -218,6 +227,15 @@ func (t *Tracer) step(th *thread, from uint64) int {
 func (t *Tracer) stepInPlace(th *thread, s *site) {
 	p := th.p
 	stopped := t.stopWorld(p, th, false)
+	if t.stashed(th.tid) {
+		// th ended while the world was being stopped: killed (by an
+		// execve of another thread, say), or, the leader, replaced
+		// under its tid by the thread whose execve killed it. Nothing is stepped (registers written now would be
+		// another thread's, in a new image); the report is the main
+		// loop's.
+		t.resumeWorld(stopped)
+		return
+	}
 	t.one[0] = s.orig
 	p.mem.ForceWriteAt(t.one[:], int64(s.addr))
 	t.r.StorePtrace(&t.pregs)
