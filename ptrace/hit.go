@@ -230,9 +230,10 @@ func (t *Tracer) stepInPlace(th *thread, s *site) {
 	if t.stashed(th.tid) {
 		// th ended while the world was being stopped: killed (by an
 		// execve of another thread, say), or, the leader, replaced
-		// under its tid by the thread whose execve killed it. Nothing is stepped (registers written now would be
-		// another thread's, in a new image); the report is the main
-		// loop's.
+		// under its tid by the thread whose execve killed it. A stopped
+		// thread reports nothing else. Nothing is stepped (registers
+		// written now would be another thread's, in a new image); the
+		// report is the main loop's.
 		t.resumeWorld(stopped)
 		return
 	}
