@@ -99,6 +99,20 @@ func prefixes(in *decode.Insn) (p uint8, op int) {
 	return p &^ pOther, op
 }
 
+// sourceFits reports whether a1 can be the source of a two-operand
+// instruction of sz bytes whose destination is a0: a register of that size,
+// memory when the destination is a register, or an immediate.
+func sourceFits(a0, a1 *decode.Arg, sz int) bool {
+	switch {
+	case isGPR(a1) && regs.Size(a1.Reg) == sz:
+	case a1.Kind == decode.ArgMem && a0.Kind == decode.ArgReg && int(a1.Size) == sz:
+	case a1.Kind == decode.ArgImm:
+	default:
+		return false
+	}
+	return true
+}
+
 // canonical reports whether a is a canonical address with 48 implemented
 // bits. On a machine with 57-bit addresses this refuses a few valid ones,
 // which only sends them to the real CPU.
@@ -441,11 +455,7 @@ func (s *state) exec() error {
 		if n != 2 || sz == 0 || !(isGPR(a0) || a0.Kind == decode.ArgMem) {
 			return ErrNotEmulated
 		}
-		switch {
-		case isGPR(a1) && regs.Size(a1.Reg) == sz:
-		case a1.Kind == decode.ArgMem && a0.Kind == decode.ArgReg && int(a1.Size) == sz:
-		case a1.Kind == decode.ArgImm:
-		default:
+		if !sourceFits(a0, a1, sz) {
 			return ErrNotEmulated
 		}
 		v, err := s.read(a1, sz, mem)
@@ -485,11 +495,7 @@ func (s *state) exec() error {
 		if n != 2 || sz == 0 {
 			return ErrNotEmulated
 		}
-		switch {
-		case isGPR(a1) && regs.Size(a1.Reg) == sz:
-		case a1.Kind == decode.ArgMem && a0.Kind == decode.ArgReg && int(a1.Size) == sz:
-		case a1.Kind == decode.ArgImm:
-		default:
+		if !sourceFits(a0, a1, sz) {
 			return ErrNotEmulated
 		}
 		a, err := s.read(a0, sz, mem)
