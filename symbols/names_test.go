@@ -36,7 +36,7 @@ func TestUnwindStarts(t *testing.T) {
 		if !pie {
 			flags, name = []string{"-g", "-O0", "-fno-pie", "-no-pie"}, "prog-nopie"
 		}
-		full := open(t, testprog.C(t, name, "cc", cSources, cFiles, flags...))
+		full := open(t, testprog.C(t, name, "cc", testprog.CSources, testprog.CFiles, flags...))
 		assert.Equal(t, pie, full.PIE())
 		bare := open(t, stripped(t, full.Path))
 		_, err := bare.ELF().Symbols()
@@ -127,12 +127,12 @@ func TestAddr2line(t *testing.T) {
 		require.NoError(t, err)
 		assert.NotEmpty(t, addrs)
 	}
-	addrs, err := f.LineToPC("prog.c", lineOf(t, cMain, "LINE_ADD"))
+	addrs, err := f.LineToPC("prog.c", lineOf(t, testprog.CMain, "LINE_ADD"))
 	require.NoError(t, err)
 	for _, a := range addrs {
 		out, err := exec.Command("addr2line", "-e", f.Path, strconv.FormatUint(a, 16)).Output()
 		require.NoError(t, err)
-		assert.True(t, strings.HasSuffix(strings.Fields(string(out))[0], "prog.c:"+strconv.Itoa(lineOf(t, cMain, "LINE_ADD"))), "%s", out)
+		assert.True(t, strings.HasSuffix(strings.Fields(string(out))[0], "prog.c:"+strconv.Itoa(lineOf(t, testprog.CMain, "LINE_ADD"))), "%s", out)
 	}
 }
 

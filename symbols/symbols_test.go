@@ -14,101 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// cMain is compiled with `cc -g -O0`. Line numbers matter: the tests look
-// for lines by the markers in comments.
-const cMain = `#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-int helper_a(int);
-int helper_b(int);
-
-__attribute__((noinline)) int add(int a, int b)
-{
-	return a + b; /* LINE_ADD */
-}
-
-/* Hand-written bodies with exactly known bytes and returns:
-   two_rets: 85 ff | 74 06 | b8 01 00 00 00 | c3 | 31 c0 | f3 c3 | f2 c3 | c2 00 00
-   no_ret:   31 c0 | e9 rel32 (a tail call to add) */
-__asm__(
-	".text\n"
-	".globl two_rets\n"
-	".type two_rets,@function\n"
-	"two_rets:\n"
-	"	test %edi,%edi\n"
-	"	.byte 0x74, 0x06\n"
-	"	mov $1,%eax\n"
-	"	ret\n"
-	"	xor %eax,%eax\n"
-	"	.byte 0xf3, 0xc3\n"
-	"	.byte 0xf2, 0xc3\n"
-	"	ret $0\n"
-	".size two_rets, .-two_rets\n"
-	".globl no_ret\n"
-	".type no_ret,@function\n"
-	"no_ret:\n"
-	"	xor %eax,%eax\n"
-	"	jmp add\n"
-	".size no_ret, .-no_ret\n"
-	".globl bad_body\n"
-	".type bad_body,@function\n"
-	"bad_body:\n"
-	"	nop\n"
-	"	.byte 0x0f, 0x0b, 0x48\n"
-	".size bad_body, .-bad_body\n"
-);
-
-int main(int argc, char **argv)
-{
-	int s = add(argc, 2) + helper_a(argc) + helper_b(argc);
-	if (argc > 1) {
-		char buf[1];
-		/* Block until the test closes our stdin, so it can read our maps. */
-		while (read(0, buf, 1) > 0) {
-		}
-	}
-	printf("%d\n", s);
-	return 0;
-}
-`
-
-// Two units each with a static function named "helper": an ambiguous name.
-const cHelperA = `__attribute__((noinline)) static int helper(int x) { return x * 3; }
-int helper_a(int x) { return helper(x) + 1; }
-
-/* A function symbol of size 0 and no unwind entry, as hand-written
-   assembly without .size gives. */
-__asm__(".text\n.globl nosize\n.type nosize,@function\nnosize:\n\tmov $7,%eax\n\tret\n");
-`
-
-const cHelperB = `__attribute__((noinline)) static int helper(int x) { return x * 5; }
-int helper_b(int x) { return helper(x) + 2; }
-`
-
-const goMain = `package main
-
-import (
-	"fmt"
-	"os"
-)
-
-type T struct{ n int }
-
-//go:noinline
-func (t *T) M(x int) int { return t.n + x }
-
-//go:noinline
-func hot(a, b int) int {
-	return a*b + 1 // LINE_HOT
-}
-
-func main() {
-	t := &T{n: len(os.Args)}
-	fmt.Println(hot(t.M(1), 2))
-}
-`
-
 func lineOf(t *testing.T, src, marker string) int {
 	for i, l := range strings.Split(src, "\n") {
 		if strings.Contains(l, marker) {
@@ -134,19 +39,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var cSources = map[string]string{"prog.c": cMain, "helper_a.c": cHelperA, "helper_b.c": cHelperB}
-var cFiles = []string{"prog.c", "helper_a.c", "helper_b.c"}
-
 // cProg builds the C test program once (PIE, -g -O0) and returns its path.
-func cProg(t *testing.T) string {
-	return testprog.C(t, "prog", "cc", cSources, cFiles, "-g", "-O0", "-fPIE", "-pie")
-}
+func cProg(t *testing.T) string { return testprog.CProg(t) }
 
-// goProgs builds the Go test program twice: with symbols and DWARF, and
-// stripped (-s -w).
-func goProgs(t *testing.T) (full, stripped string) {
-	return testprog.Go(t, "full", goMain), testprog.Go(t, "stripped", goMain, "-ldflags=-s -w")
-}
+// goProgs builds the Go test program with symbols and DWARF, and stripped.
+func goProgs(t *testing.T) (full, stripped string) { return testprog.GoProgs(t) }
 
 func open(t *testing.T, path string) *File {
 	t.Helper()
@@ -197,7 +94,7 @@ func TestCFunctions(t *testing.T) {
 
 func TestCLines(t *testing.T) {
 	f := open(t, cProg(t))
-	line := lineOf(t, cMain, "LINE_ADD")
+	line := lineOf(t, testprog.CMain, "LINE_ADD")
 	addrs, err := f.LineToPC("prog.c", line)
 	require.NoError(t, err)
 	require.NotEmpty(t, addrs)
@@ -282,7 +179,7 @@ func TestGoPclntabScan(t *testing.T) {
 
 func TestGoLines(t *testing.T) {
 	full, stripped := goProgs(t)
-	line := lineOf(t, goMain, "LINE_HOT")
+	line := lineOf(t, testprog.GoMain, "LINE_HOT")
 	for _, path := range []string{full, stripped} {
 		f := open(t, path)
 		addrs, err := f.LineToPC("main.go", line)

@@ -32,7 +32,7 @@ import (
 	"sync"
 
 	"github.com/onetrap/onetrap/decode"
-	"github.com/onetrap/onetrap/examples/internal/symtab"
+	"github.com/onetrap/onetrap/symbols"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 )
@@ -387,7 +387,7 @@ func measure(path string, depth int) (r *FileResult) {
 			r.Error = fmt.Sprintf("panic while measuring: %v", p)
 		}
 	}()
-	f, err := symtab.Open(path)
+	f, err := symbols.Open(path)
 	if err != nil {
 		r.Error = err.Error()
 		return r

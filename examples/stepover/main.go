@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/onetrap/onetrap/emu"
-	"github.com/onetrap/onetrap/examples/internal/symtab"
 	"github.com/onetrap/onetrap/memio"
 	"github.com/onetrap/onetrap/ptrace"
 	"github.com/onetrap/onetrap/regs"
+	"github.com/onetrap/onetrap/uprobe"
 )
 
 // childEnv makes this program the one debugged when no program is given.
@@ -76,17 +76,6 @@ func debug(fn string, stops int, argv []string) error {
 	if err != nil {
 		return err
 	}
-	// Symbols come from the file the process runs, at the address it was
-	// loaded at (PIE programs move).
-	sp, err := symtab.ParseSpec(fn)
-	if err != nil {
-		return err
-	}
-	sites, err := symtab.ResolvePID(p.Pid(), sp)
-	if err != nil || len(sites) == 0 {
-		abandon(p, cmd)
-		return fmt.Errorf("no function %s: %v", fn, err)
-	}
 	ctx, stop := context.WithCancel(context.Background())
 	n := 0
 	// The handler runs on the tracer thread while the thread that hit the
@@ -115,9 +104,12 @@ func debug(fn string, stops int, argv []string) error {
 			stop()
 		}
 	}
-	// Auto emulates what the emulator implements and runs the rest out of
-	// line; Insert refuses (with the reason) what cannot run safely.
-	if _, err := p.Insert(sites[0].PC, ptrace.Auto, onHit); err != nil {
+	// The function is found in the file the process runs, at the address
+	// it was loaded at (PIE programs move); FirstByte stops at a Go
+	// function's first instruction, its stack check. Auto emulates what the
+	// emulator implements and runs the rest out of line; what cannot run
+	// safely is refused, with the reason.
+	if _, err := uprobe.ProbeFunc(p, fn, onHit, &uprobe.Options{FirstByte: true}); err != nil {
 		abandon(p, cmd)
 		return err
 	}

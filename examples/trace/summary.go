@@ -6,9 +6,9 @@ import (
 	"text/tabwriter"
 )
 
-// print writes the per-hit lines still buffered, then the summary, as a
+// report writes the per-hit lines still buffered, then the summary, as a
 // table or as JSON.
-func (s *session) print(res *Result) error {
+func (s *session) report(res *Result) error {
 	if err := s.out.Flush(); err != nil {
 		return err
 	}

@@ -14,10 +14,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/onetrap/onetrap/examples/internal/symtab"
 	"github.com/onetrap/onetrap/memio"
+	"github.com/onetrap/onetrap/probespec"
 	"github.com/onetrap/onetrap/ptrace"
 	"github.com/onetrap/onetrap/regs"
+	"github.com/onetrap/onetrap/uprobe"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,7 +64,7 @@ type Row struct {
 	// instruction, say).
 	Error string `json:"error,omitempty"`
 
-	args       []symtab.Arg
+	args       []probespec.Arg
 	quoted     []byte        // Site as a JSON string, for -json -v
 	quotedArgs [][]byte      // the args' labels as JSON strings
 	probe      *ptrace.Probe // nil when refused, or dropped (exec, dlclose)
@@ -81,9 +82,8 @@ func (rw *Row) hits() uint64 {
 
 // spec is one -p argument and what became of it.
 type spec struct {
-	sp      *symtab.Spec
-	pending bool // a LIB: spec waiting for its library to be mapped
-	placed  bool // it has had probes (a library unmapped since is not an error)
+	sp     *probespec.Spec
+	placed bool // it has had probes (a library unmapped since is not an error)
 }
 
 // session is one traced process. Handlers run on the tracer thread; mu
@@ -101,25 +101,52 @@ type session struct {
 	last   *Row  // the row of the previous hit, which the CPU time since is charged to
 	lastNs int64 // the tracer thread's CPU clock at that hit
 
-	loader *ptrace.Probe
-	rDebug uint64 // the dynamic loader's r_debug in the process, or 0
-	line   []byte // per-hit line buffer, reused
+	exe     *uprobe.Executable     // the program's file, opened once per image
+	loader  *uprobe.Loader         // places the LIB: specs
+	byProbe map[*ptrace.Probe]*Row // the row of each probe in place
+	running bool
+	fatal   error  // a LIB: spec that named nothing once its library was mapped
+	line    []byte // per-hit line buffer, reused
 }
 
 // trace starts or attaches, places the probes, runs until the program ends or
 // a signal asks to detach, and prints the summary. It returns the result (nil
 // when nothing was traced) and the exit status for run.
 func trace(o *options) (*Result, int) {
-	s := &session{o: o, out: bufio.NewWriterSize(o.report, 64<<10)}
+	s := &session{o: o, out: bufio.NewWriterSize(o.report, 64<<10), byProbe: map[*ptrace.Probe]*Row{}}
 	for _, raw := range o.specs {
-		sp, err := symtab.ParseSpec(raw)
+		sp, err := probespec.Parse(raw)
 		if err != nil {
 			fmt.Fprintf(o.stderr, "trace: -p %q: %v\n", raw, err)
 			return nil, 2
 		}
-		s.specs = append(s.specs, &spec{sp: sp, pending: sp.Lib != ""})
+		s.specs = append(s.specs, &spec{sp: sp})
 	}
+	if err := s.open(); err != nil {
+		fmt.Fprintln(o.stderr, "trace:", err)
+		return nil, 2
+	}
+	if err := s.place(); err != nil {
+		fmt.Fprintln(o.stderr, "trace:", err)
+		s.abandon()
+		return nil, 2
+	}
+	res, code := s.run()
+	if s.fatal != nil {
+		fmt.Fprintln(o.stderr, "trace:", s.fatal)
+		return nil, 2
+	}
+	if err := s.report(res); err != nil {
+		fmt.Fprintln(o.stderr, "trace:", err)
+		return res, 2
+	}
+	return res, code
+}
 
+// open starts the program, stopped before its first instruction, or
+// attaches to it, and opens its executable.
+func (s *session) open() error {
+	o := s.o
 	opt := ptrace.OnExec(s.onExec)
 	var err error
 	if o.pid != 0 {
@@ -127,8 +154,7 @@ func trace(o *options) (*Result, int) {
 	} else {
 		cmd := exec.Command(o.argv[0], o.argv[1:]...)
 		if cmd.Err != nil {
-			fmt.Fprintln(o.stderr, "trace:", cmd.Err)
-			return nil, 2
+			return cmd.Err
 		}
 		// The program's standard files are the tracer's own, passed as
 		// they are: its output is unchanged and unbuffered by the tracer.
@@ -137,33 +163,80 @@ func trace(o *options) (*Result, int) {
 		s.proc, err = ptrace.Start(cmd, opt)
 	}
 	if err != nil {
-		fmt.Fprintln(o.stderr, "trace:", err)
-		return nil, 2
+		return err
 	}
 	s.pid = s.proc.Pid()
+	if s.exe, err = uprobe.OpenExecutable(fmt.Sprintf("/proc/%d/exe", s.pid)); err != nil {
+		s.abandon()
+		return err
+	}
+	return nil
+}
 
-	// Every spec of the main program must name something: a typo is
-	// reported before the program runs, as perf probe does.
+// place puts in the probes of every spec. Every spec of the main program
+// must name something: a typo is reported before the program runs, as perf
+// probe does. A LIB: spec goes in when its library is mapped, and must
+// name something then.
+func (s *session) place() error {
 	for _, sp := range s.specs {
 		if sp.sp.Lib != "" {
 			continue
 		}
-		if err := s.place(sp); err != nil {
-			fmt.Fprintf(o.stderr, "trace: -p %q: %v\n", sp.sp.Raw, err)
-			s.abandon()
-			return nil, 2
+		if err := s.placeIn(sp, s.exe); err != nil {
+			return fmt.Errorf("-p %q: %w", sp.sp.Raw, err)
 		}
 	}
-	if err := s.watchLoader(); err != nil && s.hasLib() {
-		fmt.Fprintf(o.stderr, "trace: library probes are resolved only now, not after a dlopen: %v\n", err)
+	if err := s.watchLibraries(); err != nil {
+		return err
 	}
-	s.resolvePending()
 	for _, rw := range s.snapshot() {
 		if rw.Error != "" {
-			fmt.Fprintf(o.stderr, "trace: %s at %#x: not probed: %s\n", rw.Site, rw.Addr, rw.Error)
+			fmt.Fprintf(s.o.stderr, "trace: %s at %#x: not probed: %s\n", rw.Site, rw.Addr, rw.Error)
 		}
 	}
+	return nil
+}
 
+// watchLibraries hands the LIB: specs to a Loader, which places each as soon
+// as its library is mapped.
+func (s *session) watchLibraries() error {
+	var err error
+	s.loader, err = uprobe.WatchLoader(s.proc, s.onLibraryError)
+	if err != nil && s.hasLib() {
+		fmt.Fprintf(s.o.stderr, "trace: library probes are resolved only now, not after a dlopen: %v\n", err)
+	}
+	for _, sp := range s.specs {
+		if sp.sp.Lib == "" {
+			continue
+		}
+		sp := sp
+		err := s.loader.Add(uprobe.Library{
+			Name: sp.sp.Lib,
+			Place: func(ex *uprobe.Executable) ([]*ptrace.Probe, error) {
+				return s.placeLib(sp, ex)
+			},
+			Removed: s.dropped,
+		})
+		if err != nil {
+			return fmt.Errorf("-p %q: %w", sp.sp.Raw, err)
+		}
+	}
+	return nil
+}
+
+// onLibraryError ends the trace when a LIB: spec names nothing in its
+// library, before the program goes on (its main has not run when the
+// library was loaded at start-up).
+func (s *session) onLibraryError(lib string, err error) {
+	if s.fatal == nil && s.loader != nil && s.running {
+		s.fatal = err
+		unix.Kill(s.pid, unix.SIGKILL)
+	}
+}
+
+// run lets the program go until it ends or a signal asks to detach.
+func (s *session) run() (*Result, int) {
+	o := s.o
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sig := make(chan os.Signal, 1)
@@ -188,6 +261,7 @@ func trace(o *options) (*Result, int) {
 		cancel()
 	}()
 
+	s.running = true
 	exit, err := s.proc.Run(ctx)
 	res := &Result{Pid: s.pid, Program: o.argv}
 	code := 0
@@ -206,10 +280,6 @@ func trace(o *options) (*Result, int) {
 		code = 1
 	}
 	s.finish(res)
-	if err := s.print(res); err != nil {
-		fmt.Fprintln(o.stderr, "trace:", err)
-		return res, 2
-	}
 	return res, code
 }
 
@@ -221,6 +291,9 @@ const graceOnSignal = 200 * time.Millisecond
 // that never ran its first instruction is killed, an attached one left as
 // it was.
 func (s *session) abandon() {
+	if s.exe != nil {
+		s.exe.Close()
+	}
 	if s.o.pid != 0 {
 		s.proc.Detach()
 		return
@@ -240,32 +313,48 @@ func (s *session) hasLib() bool {
 	return false
 }
 
-// place resolves sp in the process's current image and inserts a probe at
-// every site. A site whose instruction cannot be probed keeps a row with the
-// reason; a spec that names nothing is an error.
-func (s *session) place(sp *spec) error {
-	sites, err := symtab.ResolvePID(s.pid, sp.sp)
+// placeIn resolves sp in ex and inserts a probe at every site. A site whose
+// instruction cannot be probed keeps a row with the reason; a spec that
+// names nothing is an error.
+func (s *session) placeIn(sp *spec, ex *uprobe.Executable) error {
+	_, err := s.insertAll(sp, ex)
+	return err
+}
+
+// placeLib is the Place function of a LIB: spec.
+func (s *session) placeLib(sp *spec, ex *uprobe.Executable) ([]*ptrace.Probe, error) {
+	probes, err := s.insertAll(sp, ex)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("-p %q: %w", sp.sp.Raw, err)
+	}
+	return probes, nil
+}
+
+func (s *session) insertAll(sp *spec, ex *uprobe.Executable) ([]*ptrace.Probe, error) {
+	sites, err := sp.sp.Resolve(ex, s.proc)
+	if err != nil {
+		return nil, err
 	}
 	if len(sites) == 0 {
-		return errors.New("matches no function")
+		return nil, errors.New("matches no function")
 	}
-	skipGoStackChecks(sp.sp, sites)
 	sp.placed = true
+	var probes []*ptrace.Probe
 	for i := range sites {
-		s.insert(sp, &sites[i])
+		if pr := s.insert(sp, ex, &sites[i]); pr != nil {
+			probes = append(probes, pr)
+		}
 	}
-	return nil
+	return probes, nil
 }
 
 // insert puts one probe in, reusing the row of an earlier probe at the same
 // site (one dropped at a dlclose, say) so hits add up.
-func (s *session) insert(sp *spec, ps *symtab.ProcSite) {
-	name := ps.Site.String()
+func (s *session) insert(sp *spec, ex *uprobe.Executable, ps *probespec.Site) *ptrace.Probe {
+	name := ps.String()
 	file := ""
 	if sp.sp.Lib != "" {
-		file = filepath.Base(ps.Path)
+		file = filepath.Base(ex.Path())
 		name = file + ":" + name
 	}
 	s.mu.Lock()
@@ -293,9 +382,25 @@ func (s *session) insert(sp *spec, ps *symtab.ProcSite) {
 	defer s.mu.Unlock()
 	if err != nil {
 		rw.Error = err.Error()
-		return
+		return nil
 	}
 	rw.probe, rw.Insn, rw.Verdict, rw.Strategy = pr, pr.Insn.String(), pr.Insn.Kind.String(), pr.Strategy.String()
+	s.byProbe[pr] = rw
+	return pr
+}
+
+// dropped keeps the hits of a library probe the Loader took out before an
+// unmap; the row gets a new probe when the library is back.
+func (s *session) dropped(pr *ptrace.Probe) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rw := s.byProbe[pr]; rw != nil {
+		rw.base += pr.Hits()
+		rw.probe = nil
+		delete(s.byProbe, pr)
+	}
+	// The time the loader's work takes is not a probe's.
+	s.last = nil
 }
 
 // handler returns the function run on each hit of rw's probe.
@@ -390,20 +495,28 @@ func (s *session) onExec(p *ptrace.Process) {
 			rw.probe = nil
 		}
 	}
+	s.byProbe = map[*ptrace.Probe]*Row{}
 	s.last = nil
 	s.mu.Unlock()
-	s.loader, s.rDebug = nil, 0
+	if s.exe != nil {
+		s.exe.Close()
+	}
+	var err error
+	if s.exe, err = uprobe.OpenExecutable(fmt.Sprintf("/proc/%d/exe", s.pid)); err != nil {
+		s.note(fmt.Sprintf("after exec: %v", err))
+		return
+	}
 	for _, sp := range s.specs {
 		if sp.sp.Lib != "" {
-			sp.pending = true
 			continue
 		}
-		if err := s.place(sp); err != nil {
+		if err := s.placeIn(sp, s.exe); err != nil {
 			s.note(fmt.Sprintf("-p %q after exec: %v", sp.sp.Raw, err))
 		}
 	}
-	s.watchLoader()
-	s.resolvePending()
+	if s.loader != nil {
+		s.loader.Exec()
+	}
 }
 
 func (s *session) note(msg string) {
@@ -425,7 +538,7 @@ func (s *session) finish(res *Result) {
 	}
 	res.Errors = append(res.Errors, s.errs...)
 	for _, sp := range s.specs {
-		if sp.pending && !sp.placed {
+		if sp.sp.Lib != "" && !sp.placed {
 			res.Errors = append(res.Errors, fmt.Sprintf("-p %q: library %q was never mapped", sp.sp.Raw, sp.sp.Lib))
 		}
 	}

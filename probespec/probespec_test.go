@@ -1,15 +1,13 @@
-package symtab
+package probespec
 
 import (
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-func TestParseSpec(t *testing.T) {
+func TestParse(t *testing.T) {
 	cases := []struct {
 		in   string
 		want Spec
@@ -48,7 +46,7 @@ func TestParseSpec(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.in, func(t *testing.T) {
-			sp, err := ParseSpec(c.in)
+			sp, err := Parse(c.in)
 			if c.err != "" {
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), c.err)
@@ -61,43 +59,15 @@ func TestParseSpec(t *testing.T) {
 	}
 }
 
-func TestGlob(t *testing.T) {
-	cases := []struct {
-		pat, name string
-		want      bool
-	}{
-		{"http.*", "http.Get", true},
-		{"*", "net/http.Get", true}, // '*' crosses '/'
-		{"net/*.Get", "net/http.Get", true},
-		{"a?c", "abc", true},
-		{"a?c", "ac", false},
-		{"[a-c]x", "bx", true},
-		{"[!a-c]x", "bx", false},
-		{"[^a-c]x", "dx", true},
-		{"*cmp", "strncmp", true},
-		{"*cmp", "strncmpx", false},
-		{`a\*`, "a*", true},
-		{`a\*`, "ab", false},
-		{"[]]", "]", true},
-	}
-	for _, c := range cases {
-		got, err := globMatch(c.pat, c.name)
-		require.NoError(t, err, c.pat)
-		assert.Equal(t, c.want, got, "%q ~ %q", c.pat, c.name)
-	}
-	assert.True(t, globName("http.*", "net/http.Get"), "a pattern without '/' also tries the name after the package path")
-	assert.False(t, globName("net/x*", "net/http.Get"))
-}
-
-// FuzzParseSpec: any text parses or fails with an error, never a panic, and
+// FuzzParse: any text parses or fails with an error, never a panic, and
 // a parsed spec names exactly one kind of location.
-func FuzzParseSpec(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	for _, s := range []string{"malloc", "foo+0x10", "0x401000", "main.c:42", "libc:malloc%return arg1 rdi",
 		"a:b:c:7", "[a-", "*", "x%return%return", "libc.so.6:", "f n=arg2 e=EAX"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		sp, err := ParseSpec(s)
+		sp, err := Parse(s)
 		if err != nil {
 			return
 		}
@@ -111,22 +81,4 @@ func FuzzParseSpec(f *testing.F) {
 			t.Fatalf("%q parsed to %+v", s, sp)
 		}
 	})
-}
-
-func TestGlobLinear(t *testing.T) {
-	// A pattern that makes naive backtracking exponential.
-	pat := strings.Repeat("*a", 20) + "*b"
-	name := strings.Repeat("a", 200)
-	done := make(chan bool)
-	go func() {
-		ok, err := globMatch(pat, name)
-		assert.NoError(t, err)
-		done <- ok
-	}()
-	select {
-	case ok := <-done:
-		assert.False(t, ok)
-	case <-time.After(5 * time.Second):
-		t.Fatal("globMatch backtracks exponentially")
-	}
 }
