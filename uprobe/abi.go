@@ -42,25 +42,24 @@ var ErrNotInRegister = errors.New("not passed in a register")
 // ArgReg returns the register holding integer argument n (counted from
 // 1) at a function's entry.
 func (a ABI) ArgReg(n int) (x86asm.Reg, error) {
-	regs := sysvArgs
 	if a == GoRegs {
-		regs = goArgs
+		return nth(goArgs, n, "argument", a)
 	}
-	if n < 1 || n > len(regs) {
-		return 0, fmt.Errorf("argument %d: %w: the %s ABI passes integer arguments 1 to %d in registers", n, ErrNotInRegister, a, len(regs))
-	}
-	return regs[n-1], nil
+	return nth(sysvArgs, n, "argument", a)
 }
 
 // RetReg returns the register holding integer result n (counted from 1)
 // at a function's return.
 func (a ABI) RetReg(n int) (x86asm.Reg, error) {
-	regs := sysvRets
 	if a == GoRegs {
-		regs = goArgs
+		return nth(goArgs, n, "result", a)
 	}
+	return nth(sysvRets, n, "result", a)
+}
+
+func nth(regs []x86asm.Reg, n int, what string, a ABI) (x86asm.Reg, error) {
 	if n < 1 || n > len(regs) {
-		return 0, fmt.Errorf("result %d: %w: the %s ABI returns integer results 1 to %d in registers", n, ErrNotInRegister, a, len(regs))
+		return 0, fmt.Errorf("%s %d: %w: the %s ABI passes integer %ss 1 to %d in registers", what, n, ErrNotInRegister, a, what, len(regs))
 	}
 	return regs[n-1], nil
 }

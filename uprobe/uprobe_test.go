@@ -21,6 +21,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		child()
+		os.Exit(0)
+	}
 	code := m.Run()
 	testprog.Cleanup()
 	os.Exit(code)
@@ -195,4 +199,80 @@ func TestLibraryNoSuchFunction(t *testing.T) {
 	assert.ErrorContains(t, failed, "no_such_function")
 	assert.NotZero(t, exit.Signal)
 	assert.Empty(t, out.String(), "main never ran")
+}
+
+// TestArgs reads a Go call's string, slice and int arguments at entry and
+// its result at return, and a C call's string arguments, through the ABI
+// helpers.
+func TestArgs(t *testing.T) {
+	p, err := startChild()
+	require.NoError(t, err)
+	ex, err := uprobe.OpenExecutable("/proc/" + strconv.Itoa(p.Pid()) + "/exe")
+	require.NoError(t, err)
+	defer ex.Close()
+	const fn = "github.com/onetrap/onetrap/uprobe_test.describe"
+	var name string
+	var data []byte
+	var n, ret uint64
+	_, err = ex.Uprobe(p, fn, func(_ int, _ *ptrace.Probe, r *regs.Regs, m memio.Memory) {
+		// string: pointer, length; slice: pointer, length, capacity; int.
+		ptr, _ := uprobe.GoRegs.Arg(r, 1)
+		ln, _ := uprobe.GoRegs.Arg(r, 2)
+		name, err = uprobe.ReadGoString(m, ptr, ln, 64)
+		assert.NoError(t, err)
+		ptr, _ = uprobe.GoRegs.Arg(r, 3)
+		ln, _ = uprobe.GoRegs.Arg(r, 4)
+		data, err = uprobe.ReadGoSlice(m, ptr, ln, 1, 64)
+		assert.NoError(t, err)
+		n, _ = uprobe.GoRegs.Arg(r, 6)
+		_, err = uprobe.ReadGoString(m, ptr, 3, 2)
+		assert.ErrorIs(t, err, uprobe.ErrTooLong)
+	}, nil)
+	require.NoError(t, err)
+	_, err = ex.Uretprobe(p, fn, func(_ int, _ *ptrace.Probe, r *regs.Regs, _ memio.Memory) {
+		ret, _ = uprobe.GoRegs.Ret(r, 1)
+	}, nil)
+	require.NoError(t, err)
+	exit, err := p.Run(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 0, exit.Code)
+	assert.Equal(t, "onetrap", name)
+	assert.Equal(t, []byte{1, 2, 3}, data)
+	assert.Equal(t, uint64(4), n)
+	assert.Equal(t, uint64(14), ret)
+
+	// C: strcmp-like call with two strings and a long, System V.
+	src := `#include <stdio.h>
+__attribute__((noinline)) long pair(const char *a, const char *b, long n) { __asm__ volatile(""); return n * 2; }
+int main(void) { printf("%ld\n", pair("left", "right side", 21)); return 0; }
+`
+	bin := testprog.C(t, "args", "cc", map[string]string{"a.c": src}, []string{"a.c"}, "-O1")
+	p = start(t, bin)
+	c, err := uprobe.OpenExecutable(bin)
+	require.NoError(t, err)
+	defer c.Close()
+	var a, b, cut string
+	_, err = c.Uprobe(p, "pair", func(_ int, _ *ptrace.Probe, r *regs.Regs, m memio.Memory) {
+		pa, _ := uprobe.SysV.Arg(r, 1)
+		pb, _ := uprobe.SysV.Arg(r, 2)
+		n, _ = uprobe.SysV.Arg(r, 3)
+		a, _ = uprobe.ReadCString(m, pa, 64)
+		b, _ = uprobe.ReadCString(m, pb, 64)
+		cut, err = uprobe.ReadCString(m, pb, 5)
+		assert.ErrorIs(t, err, uprobe.ErrTooLong)
+	}, nil)
+	require.NoError(t, err)
+	_, err = c.Uretprobe(p, "pair", func(_ int, _ *ptrace.Probe, r *regs.Regs, _ memio.Memory) {
+		ret, _ = uprobe.SysV.Ret(r, 1)
+	}, nil)
+	require.NoError(t, err)
+	_, err = p.Run(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, "left", a)
+	assert.Equal(t, "right side", b)
+	assert.Equal(t, "right", cut)
+	assert.Equal(t, uint64(21), n)
+	assert.Equal(t, uint64(42), ret)
+	_, err = uprobe.SysV.Arg(&regs.Regs{}, 7)
+	assert.ErrorIs(t, err, uprobe.ErrNotInRegister)
 }

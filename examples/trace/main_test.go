@@ -542,3 +542,14 @@ func TestUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// A LIB: spec that names nothing in its library ends the trace as soon as
+// the library is mapped: the program's main never runs.
+func TestLibSpecMatchesNothing(t *testing.T) {
+	bin := buildC(t, cProgram)
+	stdout, stderr, code := runCmd(t, tracerBin, "-p", "libc:no_such_function_here", "--", bin, "5")
+	assert.Equal(t, 2, code, stderr)
+	assert.Contains(t, stderr, `-p "libc:no_such_function_here"`)
+	assert.Contains(t, stderr, "no function matches")
+	assert.Empty(t, stdout, "main never ran")
+}
