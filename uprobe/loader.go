@@ -178,7 +178,7 @@ func (l *Loader) place(lb *library) error {
 	if err != nil {
 		return l.fail(lb, err)
 	}
-	lb.mapped, lb.placed, lb.path = true, true, paths[0]
+	lb.mapped, lb.placed = true, true
 	probes, err := lb.Place(ex)
 	lb.probes = probes
 	if err != nil {
@@ -188,7 +188,6 @@ func (l *Loader) place(lb *library) error {
 }
 
 func (l *Loader) fail(lb *library, err error) error {
-	lb.failure = err
 	if l.onError != nil {
 		l.onError(lb.Name, err)
 	}
