@@ -1,8 +1,8 @@
 package ptrace
 
 import (
-	"errors"
 	"fmt"
+	"os"
 
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
@@ -14,84 +14,80 @@ import (
 
 // trap handles a SIGTRAP stop. Ours are told apart from the tracee's own
 // (an int3 of its own, kill(SIGTRAP), ...) by address and by si_code: an
-// INT3 leaves rip one past a probe's address and si_code SI_KERNEL.
-//
-// si_code is only read when the address alone could mislead: when the
-// probed instruction is one byte long, one past it is the next
-// instruction, where a thread often is (every emulated or boosted hit
-// leaves it there) when a SIGTRAP is sent to it. When it is longer, one
-// past the probe is inside the instruction, where no thread can be but by
-// our INT3 (code that jumps into the middle of an instruction is not
-// probed correctly anyway), and the call is saved.
+// INT3 leaves rip one past a probe's address and si_code SI_KERNEL. Both
+// are checked on every hit: a SIGTRAP another process sends to a thread
+// that happens to sit one past a probe (the next instruction, or inside a
+// longer one that code jumps into) is the program's.
 //
 // This is the hit path: from the stop to the continue it makes no
-// allocation and no hand-off. Its system calls: GETREGS, GETSIGINFO for a
-// one-byte instruction, the emulation's memory accesses, one register
-// write (POKEUSER of rip alone when nothing else changed, else SETREGS),
-// CONT.
+// allocation and no hand-off, and it uses only th's own registers. Its
+// system calls: GETREGS, GETSIGINFO, the emulation's memory accesses, one
+// register write (POKEUSER of rip alone when nothing else changed, else
+// SETREGS), CONT.
 func (t *Tracer) trap(th *thread) {
 	p, tid := th.p, th.tid
-	if getRegs(tid, &t.pregs) != 0 {
+	if getRegs(tid, &th.pregs) != 0 {
 		return // the thread is gone; wait4 will say so
 	}
-	at := t.pregs.Rip - 1
+	at := th.pregs.Rip - 1
 	s := p.sites[at]
 	if s == nil && !p.removed[at] {
 		t.signalled(th, unix.SIGTRAP, true)
 		return
 	}
-	if s == nil || s.insn.Len == 1 {
-		if getSiginfo(tid, &t.si) != 0 || t.si.code() != siKernel {
-			t.signalled(th, unix.SIGTRAP, true)
-			return
-		}
+	if getSiginfo(tid, &th.si) != 0 {
+		return
+	}
+	if th.si.code() != siKernel {
+		t.signalled(th, unix.SIGTRAP, true)
+		return
 	}
 	if s == nil {
 		// The probe was removed after this thread hit it: run the
 		// original instruction now in place.
-		t.pregs.Rip = at
-		setRegs(tid, &t.pregs)
+		th.pregs.Rip = at
+		setRegs(tid, &th.pregs)
 		t.resume(th, 0)
 		return
 	}
-	t.orig = t.pregs
-	r := &t.r
-	r.LoadPtrace(&t.pregs)
+	th.orig = th.pregs
+	r := &th.r
+	r.LoadPtrace(&th.pregs)
 	r.RIP = at
-	th.hit = at
+	th.hit, th.state = at, serving
 	panicked := t.handle(th, s)
-	th.hit = 0
 	if panicked != nil {
 		// The handler's panic must not take the tracer thread (and every
-		// tracee's INT3s) down: the process is detached, intact, and its
-		// Run reports the panic.
-		t.r.RIP = at
-		t.r.StorePtrace(&t.pregs)
-		setRegs(tid, &t.pregs)
+		// tracee's INT3s) down: the process is detached, intact, the
+		// thread back at the probed instruction, and its Run reports the
+		// panic.
 		p.failErr = fmt.Errorf("ptrace: handler of the probe at %#x panicked: %v", at, panicked)
-		if err := p.detach(); err != nil {
-			p.failErr = errors.Join(p.failErr, err)
-		}
+		t.detach(p, func(err error) {
+			if err != nil {
+				p.failErr = fmt.Errorf("%w; %w", p.failErr, err)
+			}
+		})
 		return
 	}
-	if p.finished {
-		return
+	if p.finished || th.state != serving {
+		return // detached from the handler
 	}
+	th.hit = 0
 	if p.sites[at] != s || r.RIP != at {
 		// A handler removed the probe or moved the thread elsewhere.
-		r.StorePtrace(&t.pregs)
-		setRegs(tid, &t.pregs)
+		r.StorePtrace(&th.pregs)
+		setRegs(tid, &th.pregs)
 		t.release(th)
 		return
 	}
 	switch s.strategy {
 	case Boost:
 		r.RIP = s.slot
-		t.setRegs(tid)
+		t.setRegs(th)
 		t.resume(th, 0)
 	case Emulate:
 		if emu.Step(s.insn, r, p.mem) == nil {
-			t.setRegs(tid)
+			t.setRegs(th)
 			t.resume(th, 0)
 			return
 		}
@@ -109,19 +105,19 @@ func (t *Tracer) trap(th *thread) {
 	}
 }
 
-// setRegs writes t.r to the stopped thread tid, whose registers at the
-// stop are in t.orig, with one call: a POKEUSER of rip when nothing else
+// setRegs writes th.r to the stopped thread, whose registers at the stop
+// are in th.orig, with one call: a POKEUSER of rip when nothing else
 // changed, else SETREGS.
-func (t *Tracer) setRegs(tid int) {
-	t.r.StorePtrace(&t.pregs)
-	rip := t.pregs.Rip
-	t.pregs.Rip = t.orig.Rip
-	if t.pregs == t.orig {
-		setRIP(tid, rip)
+func (t *Tracer) setRegs(th *thread) {
+	th.r.StorePtrace(&th.pregs)
+	rip := th.pregs.Rip
+	th.pregs.Rip = th.orig.Rip
+	if th.pregs == th.orig {
+		setRIP(th.tid, rip)
 		return
 	}
-	t.pregs.Rip = rip
-	setRegs(tid, &t.pregs)
+	th.pregs.Rip = rip
+	setRegs(th.tid, &th.pregs)
 }
 
 // handle runs the handlers of s's probes and returns what one of them
@@ -135,172 +131,229 @@ func (t *Tracer) handle(th *thread, s *site) (panicked any) {
 	for _, pr := range s.probes {
 		pr.hits.Add(1)
 		if pr.handler != nil {
-			pr.handler(th.tid, pr, &t.r, th.p.mem)
+			pr.handler(th.tid, pr, &th.r, th.p.mem)
 		}
 	}
 	return nil
 }
 
-// Results of step.
-const (
-	stepped = iota
-	stepGone
-	stepFault // t.si holds the fault's siginfo
-	stepExec  // the instruction was an execve that succeeded: a new image, nothing to fix
-)
-
-// step single-steps th, whose registers are set, until it has executed the
-// instruction at from. Signals arriving meanwhile are held; a fault raised
-// by the instruction itself ends the step. Events of a stepped syscall
-// instruction (clone, fork) are handled on the way. On return (stepped) t.pregs
-// holds the registers after the instruction.
-func (t *Tracer) step(th *thread, from uint64) int {
-	tid := th.tid
-	for {
-		if singleStep(tid, 0) != 0 {
-			return stepGone
-		}
-		if !t.waitFor(tid, &t.ws) {
-			return stepGone
-		}
-		ws := t.ws
-		if ws.Exited() || ws.Signaled() {
-			t.gone(th, ws)
-			return stepGone
-		}
-		sig := ws.StopSignal()
-		switch ptraceEvent(ws) {
-		case 0:
-		case unix.PTRACE_EVENT_CLONE:
-			if m, e := eventMsg(tid); e == 0 {
-				t.cloned(th.p, int(m))
-			}
-			continue
-		case unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
-			if m, e := eventMsg(tid); e == 0 {
-				t.forked(th.p, int(m), ptraceEvent(ws) == unix.PTRACE_EVENT_VFORK)
-			}
-			continue
-		case unix.PTRACE_EVENT_EXEC:
-			if m, e := eventMsg(tid); e == 0 && int(m) != tid {
-				// Another thread's execve, reported under this (leader's)
-				// tid: th was killed, nothing was stepped. The report is
-				// the main loop's (see execer).
-				t.stash = append(t.stash, report{})
-				copy(t.stash[1:], t.stash)
-				t.stash[0] = report{tid, ws}
-				return stepGone
-			}
-			t.newImage(th)
-			return stepExec
-		default:
-			continue
-		}
-		if getSiginfo(tid, &t.si) != 0 {
-			return stepGone
-		}
-		code := t.si.code()
-		if sig == unix.SIGTRAP && code > 0 {
-			if getRegs(tid, &t.pregs) != 0 {
-				return stepGone
-			}
-			if t.pregs.Rip == from {
-				continue // one iteration of a rep-prefixed instruction
-			}
-			return stepped
-		}
-		if code > 0 && (sig == unix.SIGSEGV || sig == unix.SIGBUS || sig == unix.SIGILL || sig == unix.SIGFPE) {
-			if getRegs(tid, &t.pregs) != 0 {
-				return stepGone
-			}
-			if t.pregs.Rip == from {
-				return stepFault
-			}
-		}
-		th.hold(&t.si)
-	}
+// stepInPlace runs the original instruction where it belongs, once every
+// other thread sharing the memory is still: the original byte restored,
+// the thread stepped, the INT3 put back (see endInPlace). Until then th
+// waits, serving, with its registers in th.r.
+func (t *Tracer) stepInPlace(th *thread, s *site) {
+	th.hit = s.addr
+	t.queueJob(th.p, worldJob{th: th, s: s, image: th.p.image})
 }
 
-// stepInPlace runs the original instruction where it belongs: the other
-// threads are stopped, the original byte restored, the thread stepped, the
-// INT3 put back.
-func (t *Tracer) stepInPlace(th *thread, s *site) {
+// beginInPlace is the world job of stepInPlace.
+func (t *Tracer) beginInPlace(th *thread, s *site, image int) {
 	p := th.p
-	stopped := t.stopWorld(p, th, false)
-	if t.stashed(th.tid) {
-		// th ended while the world was being stopped: killed (by an
-		// execve of another thread, say), or, the leader, replaced
-		// under its tid by the thread whose execve killed it. A stopped
-		// thread reports nothing else. Nothing is stepped (registers
-		// written now would be another thread's, in a new image); the
-		// report is the main loop's.
-		t.resumeWorld(stopped)
+	if p.finished || p.image != image || p.threads[th.tid] != th || th.state != serving {
+		return // ended, or detached with the world
+	}
+	th.hit = 0
+	th.r.StorePtrace(&th.pregs)
+	if p.sites[s.addr] != s {
+		// Removed meanwhile: the original byte is back already.
+		th.pregs.Rip = s.addr
+		setRegs(th.tid, &th.pregs)
+		th.state = held
 		return
 	}
 	t.one[0] = s.orig
 	p.mem.ForceWriteAt(t.one[:], int64(s.addr))
-	t.r.StorePtrace(&t.pregs)
-	res := stepGone
-	if setRegs(th.tid, &t.pregs) == 0 {
-		res = t.step(th, s.addr)
+	if setRegs(th.tid, &th.pregs) != 0 {
+		t.one[0] = 0xcc
+		p.mem.ForceWriteAt(t.one[:], int64(s.addr))
+		th.state = held
+		return
 	}
+	p.world.step = th
+	t.startStep(th, stepInPlace, s, s.addr, true)
+}
+
+// endInPlace puts the INT3 back after a step in place, and lets the
+// world's next job run.
+func (t *Tracer) endInPlace(th *thread, s *site) {
+	p := th.p
 	if !p.finished && p.sites[s.addr] == s {
 		t.one[0] = 0xcc
 		p.mem.ForceWriteAt(t.one[:], int64(s.addr))
 	}
-	if res == stepFault {
-		// The fault is already at the original address: deliver it.
-		th.hold(&t.si)
-	}
-	t.resumeWorld(stopped)
-	if res != stepGone && !p.finished {
-		t.release(th)
+	if p.world.step == th {
+		p.world.step = nil
 	}
 }
 
-// stepOutOfLine runs the copy of the instruction in its XOL slot and fixes
-// the registers up as if it had run in place.
+// stepOutOfLine runs the copy of the instruction in its XOL slot; the
+// registers are fixed up when the step is done (see stepDone).
 func (t *Tracer) stepOutOfLine(th *thread, s *site) {
-	p, tid, in := th.p, th.tid, s.insn
-	r := &t.r
-	var saved uint64
+	in := s.insn
+	r := &th.r
 	if s.scratch >= 0 {
-		saved = r.GPR[s.scratch]
+		th.saved = r.GPR[s.scratch]
 		r.GPR[s.scratch] = in.Next()
 	}
 	r.RIP = s.slot
-	r.StorePtrace(&t.pregs)
-	if setRegs(tid, &t.pregs) != 0 {
+	r.StorePtrace(&th.pregs)
+	if setRegs(th.tid, &th.pregs) != 0 {
 		return
 	}
-	res := t.step(th, s.slot)
-	if res == stepGone {
+	t.startStep(th, stepOutOfLine, s, s.slot, true)
+}
+
+// startStep lets th, whose registers are set, run the instruction at from
+// and stop: a single step, or for a system call a run to its entry (a
+// blocking call must not hold the thread in a step: past its entry, the
+// instruction is done as far as the tracer cares). At a hit (atHit) the
+// thread's asynchronous signals are blocked for the step (see
+// maskSignals). The step's report goes to stepReport.
+func (t *Tracer) startStep(th *thread, kind stepKind, s *site, from uint64, atHit bool) {
+	th.step, th.stepSite, th.stepFrom, th.stepFault = kind, s, from, false
+	th.sysStep = s.insn.Op == x86asm.SYSCALL && kind != stepThrough
+	th.state = stepping
+	if atHit && !debugNoMask {
+		th.maskSignals()
+	}
+	t.restep(th)
+}
+
+var debugNoMask = os.Getenv("NOMASK") != ""
+
+// restep issues th's step (again).
+func (t *Tracer) restep(th *thread) {
+	if th.sysStep {
+		syscallStep(th.tid)
+	} else {
+		singleStep(th.tid, 0)
+	}
+}
+
+// stepReport handles a report of a stepping thread: the end of its step,
+// or something on the way (a signal, kept; an interrupt).
+func (t *Tracer) stepReport(th *thread, ws unix.WaitStatus) {
+	tid := th.tid
+	sig := ws.StopSignal()
+	switch ptraceEvent(ws) {
+	case 0:
+	case unix.PTRACE_EVENT_EXEC:
+		// Another thread's execve, reported under this leader's tid: th
+		// was killed and nothing was stepped.
+		if th.step == stepInPlace {
+			t.endInPlace(th, th.stepSite)
+		}
+		th.stepSite = nil
+		th.state = serving
+		t.execed(t.execer(th))
+		return
+	case unix.PTRACE_EVENT_STOP:
+		t.restep(th)
+		return
+	default:
+		t.restep(th)
 		return
 	}
-	if res == stepExec {
+	if sig == sigSyscall {
+		if getRegs(tid, &th.pregs) == 0 {
+			t.stepDone(th)
+		}
+		return
+	}
+	if getSiginfo(tid, &th.si) != 0 {
+		return // gone: its end is reported
+	}
+	code := th.si.code()
+	if sig == unix.SIGTRAP && code > 0 {
+		if getRegs(tid, &th.pregs) != 0 {
+			return
+		}
+		if code == siKernel && th.step != stepInPlace && th.pregs.Rip == th.stepFrom+uint64(th.stepSite.insn.Len)+1 {
+			// The INT3 after the copy in its slot: the step's own trap
+			// was lost, and this stands for it.
+			th.pregs.Rip--
+			setRIP(tid, th.pregs.Rip)
+		}
+		if th.pregs.Rip == th.stepFrom {
+			t.restep(th) // one iteration of a rep-prefixed instruction
+			return
+		}
+		t.stepDone(th)
+		return
+	}
+	if code > 0 && (sig == unix.SIGSEGV || sig == unix.SIGBUS || sig == unix.SIGILL || sig == unix.SIGFPE) {
+		if getRegs(tid, &th.pregs) != 0 {
+			return
+		}
+		if th.pregs.Rip == th.stepFrom {
+			th.stepFault = true
+			t.stepDone(th)
+			return
+		}
+	}
+	if debugEvents {
+		getRegs(tid, &th.pregs)
+		println("step kept", sig, code, "rip", th.pregs.Rip, "from", th.stepFrom, "kind", th.step, "addr", th.si.addr())
+	}
+	th.keep(&th.si)
+	t.restep(th)
+}
+
+// stepDone finishes th's step, th.pregs holding its registers after it.
+func (t *Tracer) stepDone(th *thread) {
+	th.unmaskSignals()
+	s := th.stepSite
+	th.stepSite = nil
+	th.state = serving
+	switch th.step {
+	case stepInPlace:
+		t.endInPlace(th, s)
+		if th.stepFault {
+			// The fault is at the original address already: deliver it.
+			th.keep(&th.si)
+		}
 		t.release(th)
-		return
+		if th.p.world.active {
+			t.advance(th.p)
+		}
+	case stepThrough:
+		if th.stepFault {
+			th.pregs.Rip = s.addr
+			th.keep(&th.si)
+		} else {
+			th.pregs.Rip = s.insn.Next()
+		}
+		setRegs(th.tid, &th.pregs)
+		t.release(th)
+	case stepOutOfLine:
+		t.fixOutOfLine(th, s)
 	}
-	r.LoadPtrace(&t.pregs)
+}
+
+// fixOutOfLine moves th's registers after a step of s's copy back to the
+// original address space.
+func (t *Tracer) fixOutOfLine(th *thread, s *site) {
+	in, r := s.insn, &th.r
+	r.LoadPtrace(&th.pregs)
 	if s.scratch >= 0 {
-		r.GPR[s.scratch] = saved
+		r.GPR[s.scratch] = th.saved
 	}
-	if res == stepFault {
+	if th.stepFault {
 		// Report the fault where the program put the instruction, in
 		// si_addr too where it names the instruction.
 		r.RIP = s.addr
-		if sig := unix.Signal(t.si.signo()); sig == unix.SIGILL || sig == unix.SIGFPE {
-			t.si.setAddr(s.addr)
+		if sig := unix.Signal(th.si.signo()); sig == unix.SIGILL || sig == unix.SIGFPE {
+			th.si.setAddr(s.addr)
 		}
-		th.hold(&t.si)
+		th.keep(&th.si)
 	} else {
 		fixup(r, s, in)
 		if in.Flow == decode.FlowCall || in.Flow == decode.FlowIndirectCall {
-			p.mem.WriteUint(r.GPR[regs.RSP], 8, in.Next())
+			th.p.mem.WriteUint(r.GPR[regs.RSP], 8, in.Next())
 		}
 	}
-	r.StorePtrace(&t.pregs)
-	setRegs(tid, &t.pregs)
+	r.StorePtrace(&th.pregs)
+	setRegs(th.tid, &th.pregs)
 	t.release(th)
 }
 

@@ -17,7 +17,32 @@ type Mapping = memio.Mapping
 // Maps returns the memory mappings of process pid.
 func Maps(pid int) ([]Mapping, error) { return memio.ReadMaps(pid) }
 
-func (p *Process) insert(addr uint64, strategy Strategy, h Handler) (*Probe, error) {
+// errNeedWorld says that a probe needs an XOL area mapped and no thread of
+// the process is stopped to map it from.
+var errNeedWorld = errors.New("ptrace: no stopped thread")
+
+// insert places a probe and calls done with it: at once, or, when it needs
+// an XOL area mapped and no thread is stopped to inject the mmap into,
+// once a world stop has stopped one. On the tracer thread (a handler,
+// OnExec, FollowForks) a thread is always stopped: the handler's own.
+func (p *Process) insert(addr uint64, strategy Strategy, h Handler, onTracer bool, done func(*Probe, error)) {
+	pr, err := p.place(addr, strategy, h, onTracer)
+	if err != errNeedWorld {
+		done(pr, err)
+		return
+	}
+	image := p.image
+	p.t.needWorld(p, false, func() {
+		if p.finished || p.image != image {
+			done(nil, fmt.Errorf("ptrace: process %d exited or called execve before the probe at %#x was placed", p.pid, addr))
+			return
+		}
+		done(p.place(addr, strategy, h, true))
+	})
+}
+
+// place is insert's work. final says not to ask for a world stop.
+func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (*Probe, error) {
 	if p.finished {
 		return nil, fmt.Errorf("ptrace: process %d is no longer traced", p.pid)
 	}
@@ -76,7 +101,7 @@ func (p *Process) insert(addr uint64, strategy Strategy, h Handler) (*Probe, err
 		}
 	}
 	s := &site{addr: addr, orig: buf[0], insn: in, scratch: -1}
-	if err := p.choose(s, strategy); err != nil {
+	if err := p.choose(s, strategy, final); err != nil {
 		return nil, err
 	}
 	strategy = s.strategy
@@ -111,6 +136,9 @@ func (p *Process) remove(pr *Probe) error {
 	}
 	delete(p.sites, s.addr)
 	p.removed[s.addr] = true
+	if s.slot != 0 {
+		p.retire(s)
+	}
 	if _, err := p.mem.ForceWriteAt([]byte{s.orig}, int64(s.addr)); err != nil {
 		return fmt.Errorf("ptrace: restoring the byte at %#x: %w", s.addr, err)
 	}
@@ -119,7 +147,7 @@ func (p *Process) remove(pr *Probe) error {
 
 // choose settles s's strategy from the one asked for, and prepares its slot
 // when it needs one. See Auto for the cost model.
-func (p *Process) choose(s *site, strategy Strategy) error {
+func (p *Process) choose(s *site, strategy Strategy, final bool) error {
 	in, addr := s.insn, s.addr
 	boost, _ := canBoost(in)
 	auto := strategy == Auto
@@ -151,7 +179,19 @@ func (p *Process) choose(s *site, strategy Strategy) error {
 	if strategy != OutOfLine && strategy != Boost {
 		return nil
 	}
-	x, err := p.t.ensureXOL(p, addr, in, strategy == Boost)
+	boosting := strategy == Boost
+	var th *thread
+	if p.needsArea(in, addr, boosting) {
+		if th = injector(p); th == nil && !final {
+			return errNeedWorld
+		}
+		if p.hasRetired() {
+			// Retired slots are freed by a world stop (see reclaimSlots):
+			// have one soon, so that churn reuses them, not new areas.
+			defer p.t.needWorld(p, false, func() {})
+		}
+	}
+	x, err := p.t.ensureXOL(p, th, addr, in, boosting)
 	if err != nil {
 		return err
 	}

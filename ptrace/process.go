@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -109,29 +110,6 @@ type site struct {
 	boosted  bool   // the slot's copy is followed by a jump back
 }
 
-// thread states.
-const (
-	running   = iota
-	listening // in group-stop, restarted with PTRACE_LISTEN
-	held      // stopped by the tracer (the world is stopped)
-)
-
-type thread struct {
-	tid      int
-	p        *Process
-	state    int
-	deferred bool // a stop was seen while stopping the world; ws holds it
-	vanished bool // with deferred: the thread can no longer report (see waitFor)
-	ws       unix.WaitStatus
-	vfork    bool   // a vfork child sharing p's memory
-	hit      uint64 // the probe address while its handlers run
-
-	// Signals that arrived while the thread was being stepped, delivered
-	// after the fixup.
-	held  [4]siginfo
-	nheld int
-}
-
 // Exit is how a traced process ended.
 type Exit struct {
 	Code   int         // exit status, when Signal is 0
@@ -183,10 +161,12 @@ type Process struct {
 	mem      *memio.Process
 	sites    map[uint64]*site
 	removed  map[uint64]bool // addresses whose INT3 a thread may still be reporting
-	threads  map[int]*thread
+	threads  map[int]*thread // its own and its guests' (see thread.guest)
 	xol      *xolArea
-	xolAt    uint64 // an executable address where a system call can be injected
-	stopped  bool   // started stopped, awaiting Run
+	sysAt    uint64 // a syscall instruction's bytes, where calls are injected (see findSyscall)
+	world    worldStop
+	image    int  // counts execs: a job queued for an old image does nothing
+	stopped  bool // started stopped, awaiting Run
 	finished bool
 
 	done    chan struct{}
@@ -220,8 +200,8 @@ func (t *Tracer) newProcess(pid int, cfg config) (*Process, error) {
 	return p, nil
 }
 
-func (p *Process) addThread(tid int, state int) *thread {
-	th := &thread{tid: tid, p: p, state: state}
+func (p *Process) addThread(tid int, state threadState) *thread {
+	th := &thread{tid: tid, tgid: p.pid, p: p, state: state}
 	p.threads[tid] = th
 	p.t.threads[tid] = th
 	return th
@@ -237,13 +217,15 @@ func (p *Process) end(exit *Exit, err error) {
 		err = p.failErr
 	}
 	p.exit, p.endErr = exit, err
+	p.t.releaseGuests(p)
 	p.mem.Close()
 	p.t.forget(p)
+	p.t.abandonWorld(p)
 	close(p.done)
 }
 
 const traceOptions = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACEVFORK |
-	unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACEVFORKDONE
+	unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACEVFORKDONE | unix.PTRACE_O_TRACESYSGOOD
 
 // Start runs cmd under the tracer, stopped before its first instruction:
 // probes can be inserted before Run lets it go. cmd must not have been
@@ -254,106 +236,29 @@ func (t *Tracer) Start(cmd *exec.Cmd, opts ...Option) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cmd.Process != nil {
-		return nil, errors.New("ptrace: Start: cmd already started")
+	path, err := startable(cmd)
+	if err != nil {
+		return nil, err
 	}
-	if cmd.Err != nil {
-		return nil, fmt.Errorf("ptrace: Start: %w", cmd.Err)
-	}
-	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Ptrace {
-		return nil, errors.New("ptrace: Start: cmd.SysProcAttr.Ptrace must be false: the tracer seizes the process itself")
-	}
-	path := cmd.Path
-	if cmd.Dir != "" && !filepath.IsAbs(path) {
-		path = filepath.Join(cmd.Dir, path) // as the launcher, started in Dir, will see it
-	}
-	if fi, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("ptrace: Start: %w", err)
-	} else if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return nil, fmt.Errorf("ptrace: Start: %s is not an executable file", cmd.Path)
-	}
-	var cfg config
-	for _, o := range opts {
-		o(&cfg)
-	}
+	cfg := configure(opts)
 	var p *Process
 	err = t.do(func() error {
-		path, args := cmd.Path, cmd.Args
-		if len(args) == 0 {
-			args = []string{path}
-		}
-		cmd.Path = launcher
-		cmd.Args = append([]string{"onetrap-launcher", path}, args...)
-		err := cmd.Start()
-		cmd.Path, cmd.Args = path, args
+		pid, err := launch(cmd, launcher)
 		if err != nil {
-			return fmt.Errorf("ptrace: Start: %w", err)
-		}
-		pid := cmd.Process.Pid
-		fail := func(err error) error {
-			unix.Kill(pid, unix.SIGKILL)
-			for {
-				if _, e := wait4(pid, &t.ws, wall); e != 0 || t.ws.Exited() || t.ws.Signaled() {
-					break
-				}
-			}
-			go cmd.Wait()
 			return err
 		}
-		// The launcher stops itself before exec.
-		if _, e := wait4(pid, &t.ws, wall|unix.WUNTRACED); e != 0 {
-			return fail(errno("wait for", pid, e))
+		if err := t.runToExec(pid, path); err != nil {
+			t.abort(cmd, pid)
+			return err
 		}
-		if !t.ws.Stopped() {
-			return fail(fmt.Errorf("ptrace: Start: launcher ended early (%v)", t.ws))
+		if p, err = t.newProcess(pid, cfg); err != nil {
+			t.abort(cmd, pid)
+			return err
 		}
-		if err := unix.PtraceSeize(pid); err != nil {
-			return fail(fmt.Errorf("ptrace: seize %d: %w", pid, err))
-		}
-		if err := unix.PtraceSetOptions(pid, traceOptions); err != nil {
-			return fail(fmt.Errorf("ptrace: set options on %d: %w", pid, err))
-		}
-		unix.Kill(pid, unix.SIGCONT)
-		// Serve the launcher until the exec event: group-stop notifications
-		// and the SIGCONT itself (which has no handler there).
-		for {
-			if _, e := wait4(pid, &t.ws, wall); e != 0 {
-				return fail(errno("wait for", pid, e))
-			}
-			ws := t.ws
-			switch {
-			case ws.Exited() && ws.ExitStatus() == launcherExit:
-				return fail(fmt.Errorf("ptrace: Start: exec %s failed", path))
-			case ws.Exited() || ws.Signaled():
-				return fail(fmt.Errorf("ptrace: Start: launcher ended (%v)", ws))
-			case ptraceEvent(ws) == unix.PTRACE_EVENT_EXEC:
-				// The exec stop is inside execve, whose return would
-				// overwrite rax after any register change (an injected
-				// system call, say): stop again at the return to user
-				// mode, before the first instruction.
-				if e := ptraceRaw(unix.PTRACE_INTERRUPT, pid, 0, 0); e != 0 {
-					return fail(errno("interrupt", pid, e))
-				}
-				cont(pid, 0)
-				if _, e := wait4(pid, &t.ws, wall); e != 0 || ptraceEvent(t.ws) != unix.PTRACE_EVENT_STOP {
-					return fail(fmt.Errorf("ptrace: Start: no stop after exec (%v)", t.ws))
-				}
-				np, err := t.newProcess(pid, cfg)
-				if err != nil {
-					return fail(err)
-				}
-				np.cmd = cmd
-				np.stopped = true
-				np.addThread(pid, held)
-				t.procs[pid] = np
-				p = np
-				return nil
-			case ptraceEvent(ws) == unix.PTRACE_EVENT_STOP:
-				cont(pid, 0)
-			default:
-				cont(pid, int(ws.StopSignal()))
-			}
-		}
+		p.cmd, p.stopped = cmd, true
+		p.addThread(pid, parked)
+		t.procs[pid] = p
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -361,57 +266,133 @@ func (t *Tracer) Start(cmd *exec.Cmd, opts ...Option) (*Process, error) {
 	return p, nil
 }
 
-// Attach seizes the running process pid and all its threads. They keep
-// running; new threads are traced as they appear.
-func (t *Tracer) Attach(pid int, opts ...Option) (*Process, error) {
+// startable checks cmd before anything is started, and returns the path
+// of its program as the launcher, started in cmd.Dir, will see it.
+func startable(cmd *exec.Cmd) (string, error) {
+	if cmd.Process != nil {
+		return "", errors.New("ptrace: Start: cmd already started")
+	}
+	if cmd.Err != nil {
+		return "", fmt.Errorf("ptrace: Start: %w", cmd.Err)
+	}
+	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Ptrace {
+		return "", errors.New("ptrace: Start: cmd.SysProcAttr.Ptrace must be false: the tracer seizes the process itself")
+	}
+	path := cmd.Path
+	if cmd.Dir != "" && !filepath.IsAbs(path) {
+		path = filepath.Join(cmd.Dir, path)
+	}
+	if fi, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("ptrace: Start: %w", err)
+	} else if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("ptrace: Start: %s is not an executable file", cmd.Path)
+	}
+	return path, nil
+}
+
+func configure(opts []Option) config {
 	var cfg config
 	for _, o := range opts {
 		o(&cfg)
 	}
+	return cfg
+}
+
+// launch starts cmd's program through the launcher (see stub.go), which
+// stops itself before its execve, and returns its pid.
+func launch(cmd *exec.Cmd, launcher string) (int, error) {
+	path, args := cmd.Path, cmd.Args
+	if len(args) == 0 {
+		args = []string{path}
+	}
+	cmd.Path = launcher
+	cmd.Args = append([]string{"onetrap-launcher", path}, args...)
+	err := cmd.Start()
+	cmd.Path, cmd.Args = path, args
+	if err != nil {
+		return 0, fmt.Errorf("ptrace: Start: %w", err)
+	}
+	return cmd.Process.Pid, nil
+}
+
+// runToExec seizes the stopped launcher and lets it run to the return of
+// its execve to user mode, before the program's first instruction (the
+// exec stop itself is inside execve, whose return would overwrite rax
+// after any register change, an injected system call say). It waits for
+// the launcher alone: until the exec, nothing of the tracee can hit.
+func (t *Tracer) runToExec(pid int, path string) error {
+	if _, e := wait4(pid, &t.ws, wall|unix.WUNTRACED); e != 0 {
+		return errno("wait for", pid, e)
+	}
+	if !t.ws.Stopped() {
+		return fmt.Errorf("ptrace: Start: launcher ended early (%v)", t.ws)
+	}
+	if e := ptraceRaw(unix.PTRACE_SEIZE, pid, 0, traceOptions); e != 0 {
+		return fmt.Errorf("ptrace: seize %d: %w", pid, e)
+	}
+	unix.Kill(pid, unix.SIGCONT)
+	// Serve the launcher until the exec event: group-stop notifications
+	// and the SIGCONT itself (which has no handler there).
+	for {
+		if _, e := wait4(pid, &t.ws, wall); e != 0 {
+			return errno("wait for", pid, e)
+		}
+		ws := t.ws
+		switch {
+		case ws.Exited():
+			// The launcher exits with the errno its execve failed with.
+			return fmt.Errorf("ptrace: Start: exec %s: %w", path, unix.Errno(ws.ExitStatus()))
+		case ws.Signaled():
+			return fmt.Errorf("ptrace: Start: launcher ended (%v)", ws)
+		case ptraceEvent(ws) == unix.PTRACE_EVENT_EXEC:
+			if e := ptraceRaw(unix.PTRACE_INTERRUPT, pid, 0, 0); e != 0 {
+				return errno("interrupt", pid, e)
+			}
+			cont(pid, 0)
+			if _, e := wait4(pid, &t.ws, wall); e != 0 || ptraceEvent(t.ws) != unix.PTRACE_EVENT_STOP {
+				return fmt.Errorf("ptrace: Start: no stop after exec (%v)", t.ws)
+			}
+			return nil
+		case ptraceEvent(ws) == unix.PTRACE_EVENT_STOP:
+			cont(pid, 0)
+		default:
+			cont(pid, int(ws.StopSignal()))
+		}
+	}
+}
+
+// abort kills a launched process that Start refuses, while it is still
+// stopped, and reaps it.
+func (t *Tracer) abort(cmd *exec.Cmd, pid int) {
+	unix.Kill(pid, unix.SIGKILL)
+	for {
+		if _, e := wait4(pid, &t.ws, wall); e != 0 || t.ws.Exited() || t.ws.Signaled() {
+			break
+		}
+	}
+	go cmd.Wait()
+}
+
+// Attach seizes the running process pid and all its threads. They keep
+// running; new threads are traced as they appear.
+func (t *Tracer) Attach(pid int, opts ...Option) (*Process, error) {
+	cfg := configure(opts)
 	var p *Process
 	err := t.do(func() error {
 		if _, ok := t.procs[pid]; ok {
 			return fmt.Errorf("ptrace: process %d is already traced", pid)
 		}
+		if err := attachable(pid); err != nil {
+			return err
+		}
 		np, err := t.newProcess(pid, cfg)
 		if err != nil {
 			return fmt.Errorf("ptrace: attach %d: %w", pid, err)
 		}
-		// Threads created by a thread not yet seized do not inherit the
-		// tracer, so list again until a pass finds nothing new.
-		for {
-			ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-			if err != nil {
-				np.detachAll()
-				np.mem.Close()
-				return fmt.Errorf("ptrace: attach %d: %w", pid, err)
-			}
-			added := false
-			for _, e := range ents {
-				tid, err := strconv.Atoi(e.Name())
-				if err != nil || np.threads[tid] != nil {
-					continue
-				}
-				// The options go with the seize: set after it, a clone the
-				// thread makes in between would give an untraced thread.
-				if e := ptraceRaw(unix.PTRACE_SEIZE, tid, 0, traceOptions); e != 0 {
-					if e == unix.ESRCH {
-						continue // exited meanwhile
-					}
-					np.detachAll()
-					np.mem.Close()
-					return fmt.Errorf("ptrace: seize thread %d of %d: %w", tid, pid, e)
-				}
-				np.addThread(tid, running)
-				added = true
-			}
-			if !added {
-				break
-			}
-		}
-		if len(np.threads) == 0 {
+		if err := np.seizeAll(); err != nil {
+			np.detachAll()
 			np.mem.Close()
-			return fmt.Errorf("ptrace: attach %d: %w", pid, memio.ErrGone)
+			return err
 		}
 		t.procs[pid] = np
 		p = np
@@ -421,6 +402,70 @@ func (t *Tracer) Attach(pid int, opts ...Option) (*Process, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// attachable says why pid cannot be attached, if it can be told before
+// trying: a zombie, or a process another tracer holds.
+func attachable(pid int) error {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return fmt.Errorf("ptrace: attach %d: %w", pid, memio.ErrGone)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		switch k, v, _ := strings.Cut(l, ":"); k {
+		case "State":
+			if strings.HasPrefix(strings.TrimSpace(v), "Z") {
+				return fmt.Errorf("ptrace: attach %d: the process is a zombie (it has exited and waits for its parent to reap it)", pid)
+			}
+		case "TracerPid":
+			if tp := strings.TrimSpace(v); tp != "0" {
+				return fmt.Errorf("ptrace: attach %d: already traced by process %s (TracerPid in /proc/%d/status): %w", pid, tp, pid, unix.EPERM)
+			}
+		}
+	}
+	return nil
+}
+
+// seizeAll seizes every thread of p. Threads created by a thread not yet
+// seized do not inherit the tracer, so it lists them again until a pass
+// finds nothing new.
+func (p *Process) seizeAll() error {
+	pid := p.pid
+	for {
+		ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+		if err != nil {
+			return fmt.Errorf("ptrace: attach %d: %w", pid, err)
+		}
+		added := false
+		for _, e := range ents {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil || p.threads[tid] != nil {
+				continue
+			}
+			// The options go with the seize: set after it, a clone the
+			// thread makes in between would give an untraced thread.
+			if e := ptraceRaw(unix.PTRACE_SEIZE, tid, 0, traceOptions); e != 0 {
+				if e == unix.ESRCH {
+					continue // exited meanwhile
+				}
+				if e == unix.EPERM {
+					if err := attachable(pid); err != nil {
+						return err
+					}
+				}
+				return fmt.Errorf("ptrace: seize thread %d of %d: %w", tid, pid, e)
+			}
+			p.addThread(tid, running)
+			added = true
+		}
+		if !added {
+			break
+		}
+	}
+	if len(p.threads) == 0 {
+		return fmt.Errorf("ptrace: attach %d: %w", pid, memio.ErrGone)
+	}
+	return nil
 }
 
 // detachAll detaches threads seized by a failed Attach.
@@ -441,8 +486,8 @@ func (p *Process) Run(ctx context.Context) (*Exit, error) {
 		}
 		p.stopped = false
 		for _, th := range p.threads {
-			if th.state == held {
-				p.t.resume(th, 0)
+			if th.state == parked {
+				p.t.release(th)
 			}
 		}
 		return nil
@@ -482,13 +527,13 @@ func (p *Process) Run(ctx context.Context) (*Exit, error) {
 // Detach removes every probe, restoring the original bytes, unmaps the XOL
 // area and lets every thread go with its pending signals, as if the process
 // had never been traced.
+//
+// The other threads are stopped first, wherever they are: a thread waiting
+// for its vfork child cannot be, and is let go when the child lets it
+// (the tracer serves it until then). Called from a handler, Detach returns
+// at once and the process is detached when every other thread has stopped.
 func (p *Process) Detach() error {
-	return p.t.do(func() error {
-		if p.finished {
-			return nil
-		}
-		return p.detach()
-	})
+	return p.t.call(func(done func(error)) { p.t.detach(p, done) })
 }
 
 // Insert puts a probe at addr and returns it. The instruction there is read
@@ -505,9 +550,12 @@ func (p *Process) Insert(addr uint64, strategy Strategy, h Handler) (*Probe, err
 	default:
 	}
 	var pr *Probe
-	err := p.t.do(func() (err error) {
-		pr, err = p.insert(addr, strategy, h)
-		return err
+	onTracer := unix.Gettid() == p.t.tid
+	err := p.t.call(func(done func(error)) {
+		p.insert(addr, strategy, h, onTracer, func(q *Probe, err error) {
+			pr = q
+			done(err)
+		})
 	})
 	return pr, err
 }

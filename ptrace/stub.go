@@ -13,7 +13,8 @@ import (
 //
 // The sentinel sleeps in pause() forever. Each Tracer keeps one as a traced
 // child so that another goroutine can wake the tracer's blocking wait4 by
-// sending the sentinel a signal: the signal turns into a ptrace stop reported
+// sending the sentinel a signal (through a pidfd: a sentinel the tracee
+// kills is replaced, and its pid is never signalled once reused): the signal turns into a ptrace stop reported
 // to wait4, which the tracer swallows. This is the wake-up for context
 // cancellation and for API calls from other goroutines. It needs no polling,
 // sends nothing to the tracee, and does not depend on how the Go runtime
@@ -26,7 +27,8 @@ var sentinelCode = []byte{
 
 // The launcher stops itself with SIGSTOP, so the tracer can seize it before
 // it runs anything of the program, then execs argv[1] with argv[2:] as its
-// argument vector and the same environment. The program thus starts under
+// argument vector and the same environment; if the execve fails, it exits
+// with its errno as status. The program thus starts under
 // PTRACE_SEIZE (not PTRACE_TRACEME), stopped at its exec event, before its
 // first instruction.
 var launcherCode = []byte{
@@ -42,13 +44,11 @@ var launcherCode = []byte{
 	0x48, 0x8d, 0x54, 0xc4, 0x10, // lea rdx, [rsp+rax*8+16] envp
 	0xb8, 0x3b, 0x00, 0x00, 0x00, // mov eax, SYS_execve
 	0x0f, 0x05, // syscall
-	0xbf, 0x7f, 0x00, 0x00, 0x00, // mov edi, 127
+	0x89, 0xc7, // mov edi, eax                  -errno
+	0xf7, 0xdf, // neg edi                         exit status: the errno
 	0xb8, 0xe7, 0x00, 0x00, 0x00, // mov eax, SYS_exit_group
 	0x0f, 0x05, // syscall
 }
-
-// launcherExit is the status of a launcher whose execve failed.
-const launcherExit = 127
 
 // elfImage wraps code in a minimal static x86-64 executable loaded at 0x400000.
 func elfImage(code []byte) []byte {

@@ -58,6 +58,8 @@ func getSiginfo(tid int, s *siginfo) unix.Errno {
 
 // setAddr sets si_addr, which for SIGILL, SIGFPE and SIGTRAP names the
 // instruction.
+func (s *siginfo) addr() uint64 { return *(*uint64)(unsafe.Pointer(&s[16])) }
+
 func (s *siginfo) setAddr(a uint64) { *(*uint64)(unsafe.Pointer(&s[16])) = a }
 
 func setSiginfo(tid int, s *siginfo) unix.Errno {
@@ -90,3 +92,26 @@ func wait4(pid int, status *unix.WaitStatus, options int) (int, unix.Errno) {
 
 // ptraceEvent returns the PTRACE_EVENT_* of a stop status, 0 for none.
 func ptraceEvent(ws unix.WaitStatus) int { return int(ws>>16) & 0xff }
+
+// siTkill is the si_code of a signal sent with tkill or tgkill.
+const siTkill = -6
+
+func getSigmask(tid int, m *uint64) unix.Errno {
+	return ptraceRaw(unix.PTRACE_GETSIGMASK, tid, 8, uintptr(unsafe.Pointer(m)))
+}
+
+func setSigmask(tid int, m *uint64) unix.Errno {
+	return ptraceRaw(unix.PTRACE_SETSIGMASK, tid, 8, uintptr(unsafe.Pointer(m)))
+}
+
+func rtTgsigqueueinfo(tgid, tid int, s *siginfo) unix.Errno {
+	_, _, e := unix.RawSyscall6(unix.SYS_RT_TGSIGQUEUEINFO, uintptr(tgid), uintptr(tid), uintptr(s.signo()),
+		uintptr(unsafe.Pointer(s)), 0, 0)
+	return e
+}
+
+func syscallStep(tid int) unix.Errno { return ptraceRaw(unix.PTRACE_SYSCALL, tid, 0, 0) }
+
+// sigSyscall is the stop signal of a system-call stop under
+// PTRACE_O_TRACESYSGOOD.
+const sigSyscall = unix.SIGTRAP | 0x80

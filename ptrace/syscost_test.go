@@ -20,10 +20,11 @@ func BenchmarkSyscall(b *testing.B) {
 	pin(b, p.Tracer().tid)
 	pin(b, p.Pid())
 	t, tid := p.t, p.pid
+	th := p.threads[tid]
 	var rsp uint64
 	require.NoError(b, t.do(func() error {
-		getRegs(tid, &t.pregs)
-		rsp = t.pregs.Rsp - 64
+		getRegs(tid, &th.pregs)
+		rsp = th.pregs.Rsp - 64
 		return nil
 	}))
 	run := func(name string, f func()) {
@@ -39,14 +40,14 @@ func BenchmarkSyscall(b *testing.B) {
 		})
 	}
 	var word uint64
-	run("getregs", func() { getRegs(tid, &t.pregs) })
-	run("setregs", func() { setRegs(tid, &t.pregs) })
-	run("getsiginfo", func() { getSiginfo(tid, &t.si) })
+	run("getregs", func() { getRegs(tid, &th.pregs) })
+	run("setregs", func() { setRegs(tid, &th.pregs) })
+	run("getsiginfo", func() { getSiginfo(tid, &th.si) })
 	run("peekuser-rip", func() {
-		ptraceRaw(unix.PTRACE_PEEKUSR, tid, uintptr(unsafe.Offsetof(t.pregs.Rip)), uintptr(unsafe.Pointer(&word)))
+		ptraceRaw(unix.PTRACE_PEEKUSR, tid, uintptr(unsafe.Offsetof(th.pregs.Rip)), uintptr(unsafe.Pointer(&word)))
 	})
 	run("pokeuser-rip", func() {
-		ptraceRaw(unix.PTRACE_POKEUSR, tid, uintptr(unsafe.Offsetof(t.pregs.Rip)), uintptr(t.pregs.Rip))
+		ptraceRaw(unix.PTRACE_POKEUSR, tid, uintptr(unsafe.Offsetof(th.pregs.Rip)), uintptr(th.pregs.Rip))
 	})
 	run("peekdata", func() { ptraceRaw(unix.PTRACE_PEEKDATA, tid, uintptr(rsp), uintptr(unsafe.Pointer(&word))) })
 	run("pokedata", func() { ptraceRaw(unix.PTRACE_POKEDATA, tid, uintptr(rsp), uintptr(word)) })

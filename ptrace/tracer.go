@@ -7,10 +7,10 @@ import (
 	"os/exec"
 	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/onetrap/onetrap/regs"
 )
 
 // ErrClosed is returned by calls on a Tracer that has been closed.
@@ -21,32 +21,36 @@ var ErrClosed = errors.New("ptrace: tracer closed")
 // attached through one Tracer are served by that thread, hits included, one
 // event at a time. Calls from other goroutines are handed to it.
 type Tracer struct {
-	reqs     chan func()
-	tid      int // the locked thread
-	sentinel int // see stub.go
-	done     chan struct{}
-	closing  bool
-	owned    bool // created by the package-level Start or Attach: closes with its process
+	reqs    chan func()
+	tid     int // the locked thread
+	done    chan struct{}
+	closing bool
+	owned   bool // created by the package-level Start or Attach: closes with its process
+
+	// wake is the sentinel's pidfd (see stub.go), replaced with the
+	// sentinel when it dies; kick signals through it, never by pid.
+	wake struct {
+		sync.Mutex
+		fd int
+	}
+	recheck    *time.Timer
+	recheckDue atomic.Bool
 
 	// Everything below is touched only on the tracer thread.
-	procs   map[int]*Process // by pid
-	threads map[int]*thread  // by tid, every process
-	orphans map[int]unix.WaitStatus
-
-	// Scratch for the hit path: preallocated so that a hit allocates nothing.
-	ws    unix.WaitStatus
-	pregs unix.PtraceRegs
-	orig  unix.PtraceRegs // a hit's registers as the stop left them
-	r     regs.Regs
-	si    siginfo
-	one   [1]byte
-	spare [][]*thread // thread lists for stopWorld
-
-	// Reports wait4 returned while the tracer waited for one thread in
-	// particular (see waitFor), not yet handled: the main loop takes them
-	// before waiting again. Preallocated, so that the hit path allocates
+	sentinel     int // its pid
+	sentinelPath string
+	procs        map[int]*Process // by pid
+	threads      map[int]*thread  // by tid, every process
+	orphans      map[int]unix.WaitStatus
+	newborns     map[int]*newborn // fork children awaiting their first stop
+	// queue holds reports to handle before waiting again: reports kept by
+	// a world stop, and reports that came while one thread was waited for
+	// (an injected system call). Preallocated: the hit path allocates
 	// nothing.
-	stash []report
+	queue []report
+
+	ws  unix.WaitStatus
+	one [1]byte
 	// Scratch for zombie: a path and the start of /proc/TID/stat.
 	statPath [40]byte
 	statBuf  [256]byte
@@ -57,6 +61,12 @@ type Tracer struct {
 	closeOnce sync.Once
 }
 
+// report is a wait4 report kept for later.
+type report struct {
+	tid int
+	ws  unix.WaitStatus
+}
+
 // NewTracer starts a tracer thread. Close it when done.
 func NewTracer() (*Tracer, error) {
 	sentinel, _, err := stubPaths()
@@ -64,15 +74,18 @@ func NewTracer() (*Tracer, error) {
 		return nil, err
 	}
 	t := &Tracer{
-		reqs:    make(chan func(), 16),
-		done:    make(chan struct{}),
-		procs:   map[int]*Process{},
-		threads: map[int]*thread{},
-		orphans: map[int]unix.WaitStatus{},
-		stash:   make([]report, 0, 64),
+		reqs:         make(chan func(), 16),
+		done:         make(chan struct{}),
+		sentinelPath: sentinel,
+		procs:        map[int]*Process{},
+		threads:      map[int]*thread{},
+		orphans:      map[int]unix.WaitStatus{},
+		newborns:     map[int]*newborn{},
+		queue:        make([]report, 0, 64),
 	}
+	t.wake.fd = -1
 	ready := make(chan error, 1)
-	go t.loop(sentinel, ready)
+	go t.loop(ready)
 	if err := <-ready; err != nil {
 		return nil, err
 	}
@@ -80,64 +93,128 @@ func NewTracer() (*Tracer, error) {
 }
 
 // loop is the tracer thread: it never unlocks, so when it returns the OS
-// thread exits with it and no tracee stays attached to a pooled thread.
-func (t *Tracer) loop(sentinel string, ready chan<- error) {
+// thread exits with it and no tracee stays attached to a pooled thread. It
+// waits for one thing only: the next report of any child. Everything that
+// takes longer than one report (a step, a world stop, a vfork) is a state
+// that a later report moves on.
+func (t *Tracer) loop(ready chan<- error) {
 	runtime.LockOSThread()
 	t.tid = unix.Gettid()
-	cmd := exec.Command(sentinel)
-	cmd.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		ready <- fmt.Errorf("ptrace: starting the sentinel: %w", err)
+	if err := t.startSentinel(); err != nil {
+		ready <- err
 		return
 	}
-	t.sentinel = cmd.Process.Pid
-	if err := unix.PtraceSeize(t.sentinel); err != nil {
-		cmd.Process.Kill()
-		wait4(t.sentinel, &t.ws, wall)
-		ready <- fmt.Errorf("ptrace: seizing the sentinel: %w", err)
-		return
-	}
-	unix.PtraceSetOptions(t.sentinel, unix.PTRACE_O_EXITKILL)
 	ready <- nil
 	defer close(t.done)
 	for {
 		t.drain()
+		if t.recheckDue.Swap(false) {
+			t.recheckWorlds()
+		}
 		if t.closing && len(t.procs) == 0 {
-			unix.Kill(t.sentinel, unix.SIGKILL)
-			for {
-				pid, e := wait4(t.sentinel, &t.ws, wall)
-				if e != 0 || (pid == t.sentinel && (t.ws.Exited() || t.ws.Signaled())) {
-					break
-				}
-			}
+			t.stopSentinel()
 			return
 		}
-		if len(t.stash) > 0 {
-			r := t.stash[0]
-			t.stash = append(t.stash[:0], t.stash[1:]...)
+		if len(t.queue) > 0 {
+			r := t.queue[0]
+			copy(t.queue, t.queue[1:])
+			t.queue = t.queue[:len(t.queue)-1]
 			t.event(r.tid, r.ws)
 			continue
 		}
 		pid, e := wait4(-1, &t.ws, wall|wnothread)
 		if e != 0 {
-			// ECHILD cannot happen while the sentinel lives (someone
-			// killed it): end every process's Run with the error rather
-			// than spin or hang.
-			err := fmt.Errorf("ptrace: tracer thread: wait4: %w", e)
-			for _, p := range t.procs {
-				p.end(nil, err)
-			}
-			t.closing = true
-			t.drain()
-			return
-		}
-		if pid == t.sentinel {
-			if t.ws.Stopped() {
-				cont(t.sentinel, 0)
+			// No child at all: the sentinel was killed and reaped, and
+			// no tracee is left. Another one keeps the wake-up working.
+			if err := t.startSentinel(); err != nil {
+				t.fail(err)
+				return
 			}
 			continue
 		}
+		if pid == t.sentinel {
+			t.sentinelReport(t.ws)
+			continue
+		}
 		t.event(pid, t.ws)
+	}
+}
+
+// fail ends every process's Run with err and the tracer with them.
+func (t *Tracer) fail(err error) {
+	for _, p := range t.procs {
+		p.end(nil, err)
+	}
+	t.closing = true
+	t.drain()
+}
+
+// startSentinel starts a sentinel and publishes its pidfd for kick.
+func (t *Tracer) startSentinel() error {
+	cmd := exec.Command(t.sentinelPath)
+	cmd.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("ptrace: starting the sentinel: %w", err)
+	}
+	pid := cmd.Process.Pid
+	// Not reaped before the pidfd is open: the pid cannot be recycled.
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err == nil {
+		err = unix.PtraceSeize(pid)
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		wait4(pid, &t.ws, wall)
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return fmt.Errorf("ptrace: starting the sentinel: %w", err)
+	}
+	unix.PtraceSetOptions(pid, unix.PTRACE_O_EXITKILL)
+	t.sentinel = pid
+	t.wake.Lock()
+	old := t.wake.fd
+	t.wake.fd = fd
+	t.wake.Unlock()
+	if old >= 0 {
+		unix.Close(old)
+	}
+	return nil
+}
+
+// sentinelReport swallows a report of the sentinel: a kick, or its end
+// (a tracee may kill it), which gets it replaced.
+func (t *Tracer) sentinelReport(ws unix.WaitStatus) {
+	if ws.Stopped() {
+		cont(t.sentinel, 0)
+		return
+	}
+	if ws.Exited() || ws.Signaled() {
+		t.sentinel = 0
+		if err := t.startSentinel(); err != nil {
+			t.fail(err)
+		}
+	}
+}
+
+// stopSentinel ends the sentinel as the tracer ends.
+func (t *Tracer) stopSentinel() {
+	t.wake.Lock()
+	fd := t.wake.fd
+	t.wake.fd = -1
+	t.wake.Unlock()
+	if fd >= 0 {
+		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		unix.Close(fd)
+	}
+	if t.recheck != nil {
+		t.recheck.Stop()
+	}
+	for t.sentinel != 0 {
+		pid, e := wait4(t.sentinel, &t.ws, wall)
+		if e != 0 || (pid == t.sentinel && (t.ws.Exited() || t.ws.Signaled())) {
+			break
+		}
 	}
 }
 
@@ -156,21 +233,37 @@ func (t *Tracer) drain() {
 // do runs f on the tracer thread and waits for it: inline when called from
 // that thread (from a handler, say), else handed over with a wake-up.
 func (t *Tracer) do(f func() error) error {
+	return t.call(func(done func(error)) { done(f()) })
+}
+
+// call runs f on the tracer thread and waits until f, or the event loop
+// later (once a world stop is held, say), calls done. Called on the tracer
+// thread (from a handler), it returns when f does: with done's error if
+// done came by then, else nil while the work completes after the handler.
+func (t *Tracer) call(f func(done func(error))) error {
 	if unix.Gettid() == t.tid {
-		return f()
+		var err error
+		f(func(e error) { err = e })
+		return err
 	}
 	errc := make(chan error, 1)
+	once := func(e error) {
+		select {
+		case errc <- e:
+		default:
+		}
+	}
 	select {
 	case <-t.done:
 		return ErrClosed
-	case t.reqs <- func() { errc <- f() }:
+	case t.reqs <- func() { f(once) }:
 	}
 	t.kick()
 	select {
 	case err := <-errc:
 		return err
 	case <-t.done:
-		// The loop may have run f just before ending.
+		// The loop may have finished f just before ending.
 		select {
 		case err := <-errc:
 			return err
@@ -180,21 +273,38 @@ func (t *Tracer) do(f func() error) error {
 	}
 }
 
-// kick wakes the tracer thread out of wait4.
-func (t *Tracer) kick() { unix.Kill(t.sentinel, unix.SIGURG) }
+// kick wakes the tracer thread out of wait4 by signalling the sentinel. A
+// kick that finds the sentinel dead is not lost: its end wakes the loop,
+// which starts another before it looks at the requests again.
+func (t *Tracer) kick() {
+	t.wake.Lock()
+	if t.wake.fd >= 0 {
+		unix.PidfdSendSignal(t.wake.fd, unix.SIGURG, nil, 0)
+	}
+	t.wake.Unlock()
+}
 
 // Close detaches every process still traced (leaving them running) and ends
 // the tracer thread.
 func (t *Tracer) Close() error {
 	var err error
 	t.closeOnce.Do(func() {
-		err = t.do(func() error {
+		err = t.call(func(done func(error)) {
+			t.closing = true
+			n := len(t.procs)
+			if n == 0 {
+				done(nil)
+				return
+			}
 			var errs []error
 			for _, p := range t.procs {
-				errs = append(errs, p.detach())
+				t.detach(p, func(e error) {
+					errs = append(errs, e)
+					if n--; n == 0 {
+						done(errors.Join(errs...))
+					}
+				})
 			}
-			t.closing = true
-			return errors.Join(errs...)
 		})
 		if errors.Is(err, ErrClosed) {
 			err = nil
@@ -241,7 +351,7 @@ func Attach(pid int, opts ...Option) (*Process, error) {
 func (t *Tracer) forget(p *Process) {
 	delete(t.procs, p.pid)
 	for tid, th := range t.threads {
-		if th.p == p {
+		if th.p == p && th.state != leaving {
 			delete(t.threads, tid)
 		}
 	}

@@ -14,7 +14,9 @@ import (
 // The XOL area: a private anonymous mapping, readable and executable but not
 // writable by the tracee, mapped on demand by an mmap injected into the
 // tracee and filled by the tracer through /proc/PID/mem. One slot per probe
-// site; slots are not reused, and nothing is ever read back from the area.
+// site; nothing is ever read back from the area. The slot of a removed
+// site is retired, and reused once a world stop has seen no thread in it
+// (see reclaimSlots).
 const (
 	xolSize  = 64 << 10
 	slotSize = 32
@@ -25,8 +27,10 @@ type xolArea struct {
 	// need a slot within ±2GB, and another when one is full.
 	also  *xolArea
 	base  uint64
-	next  uint64  // offset of the next free slot
-	slots []*site // by slot index: whose copy each slot holds
+	next  uint64  // offset of the first slot never used
+	slots []*site // by slot index: whose copy each slot holds (or held)
+	// free slots (offsets) to reuse; retired ones wait for a world stop.
+	free, retired []uint64
 	// nboosted counts boosted slots: until there is one, no thread can be
 	// in the area but while the tracer steps it.
 	nboosted int
@@ -42,7 +46,7 @@ func (x *xolArea) siteOfSlot(rip uint64) (*site, uint64, bool) {
 			continue
 		}
 		i := (rip - x.base) / slotSize
-		if i >= uint64(len(x.slots)) {
+		if i >= uint64(len(x.slots)) || x.slots[i] == nil {
 			return nil, 0, false
 		}
 		s := x.slots[i]
@@ -80,13 +84,14 @@ func (x *xolArea) contains(addr uint64) bool {
 // copy is to be boosted, its rip-relative target and the jump back are
 // within reach of it.
 func (x *xolArea) suits(in *decode.Insn, boost bool) bool {
-	if x.next+slotSize > xolSize {
+	off, ok := x.freeSlot()
+	if !ok {
 		return false
 	}
 	if !boost {
 		return true
 	}
-	slot := x.base + x.next
+	slot := x.base + off
 	reach := func(a uint64) bool {
 		d := int64(a) - int64(slot)
 		return d > -(1<<31)+slotSize && d < 1<<31-slotSize
@@ -151,127 +156,6 @@ func xolHint(ms []Mapping, addr uint64) uint64 {
 	return best
 }
 
-// inject makes th, which is stopped with the rest of p, execute one system
-// call: a syscall instruction is written over the two bytes at at (which is
-// executable; nothing else runs while the world is stopped), stepped, and
-// the bytes and registers are put back. It returns the raw result.
-func (t *Tracer) inject(th *thread, at uint64, nr uint64, args ...uint64) (uint64, error) {
-	p, tid := th.p, th.tid
-	var saved, rr unix.PtraceRegs
-	if e := getRegs(tid, &saved); e != 0 {
-		return 0, errno("get registers of", tid, e)
-	}
-	var orig [2]byte
-	if _, err := p.mem.ForceReadAt(orig[:], int64(at)); err != nil {
-		return 0, fmt.Errorf("ptrace: injecting a system call at %#x: %w", at, err)
-	}
-	if _, err := p.mem.ForceWriteAt([]byte{0x0f, 0x05}, int64(at)); err != nil {
-		return 0, fmt.Errorf("ptrace: injecting a system call at %#x: %w", at, err)
-	}
-	defer p.mem.ForceWriteAt(orig[:], int64(at))
-	rr = saved
-	rr.Rip = at
-	// orig_rax -1 keeps the kernel from restarting a system call the thread
-	// was interrupted in while it runs ours; restoring saved restores that.
-	rr.Orig_rax = ^uint64(0)
-	rr.Rax = nr
-	a := [6]uint64{}
-	copy(a[:], args)
-	rr.Rdi, rr.Rsi, rr.Rdx, rr.R10, rr.R8, rr.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	if e := setRegs(tid, &rr); e != 0 {
-		return 0, errno("set registers of", tid, e)
-	}
-	res := t.step(th, at)
-	if res != stepped {
-		if res == stepGone {
-			return 0, fmt.Errorf("ptrace: thread %d ended during an injected system call", tid)
-		}
-		setRegs(tid, &saved)
-		return 0, fmt.Errorf("ptrace: injected system call %d faulted in thread %d", nr, tid)
-	}
-	ret := t.pregs.Rax
-	if e := setRegs(tid, &saved); e != 0 {
-		return 0, errno("restore registers of", tid, e)
-	}
-	return ret, nil
-}
-
-// injector picks a thread of p, stopped by stopWorld (or started stopped),
-// that can run an injected call.
-func injector(p *Process) *thread {
-	for _, th := range p.threads {
-		if th.state == held && !th.deferred && !th.vfork {
-			return th
-		}
-	}
-	return nil
-}
-
-// ensureXOL returns an XOL area with a free slot for in, mapping one when
-// none suits (see suits), with the mmap run at at: the first area when the
-// process has none, another near in when boost needs one within reach (if
-// the kernel puts it elsewhere, it serves for stepped copies all the same),
-// another when the areas are full.
-func (t *Tracer) ensureXOL(p *Process, at uint64, in *decode.Insn, boost bool) (*xolArea, error) {
-	last, n := p.xol, 0
-	for x := p.xol; x != nil; x = x.also {
-		if x.suits(in, boost) {
-			return x, nil
-		}
-		last = x
-		n++
-	}
-	if boost {
-		// An area with room already near in is as near as a new one
-		// would be (its rip-relative target is what is out of reach), and
-		// past maxAreas (the kernel not taking the hints) any area with
-		// room will do: the caller falls back to a stepped copy.
-		for x := p.xol; x != nil; x = x.also {
-			if x.suits(in, false) && (near(x, at) || n >= maxAreas) {
-				return x, nil
-			}
-		}
-	}
-	stopped := t.stopWorld(p, nil, false)
-	th := injector(p)
-	for try := 0; th == nil && try < 10 && !p.finished; try++ {
-		// Every thread stopped with something else to report (a new
-		// thread, a hit): let them have it handled, and stop them again.
-		t.resumeWorld(stopped)
-		stopped = t.stopWorld(p, nil, false)
-		th = injector(p)
-	}
-	defer t.resumeWorld(stopped)
-	if th == nil {
-		return nil, fmt.Errorf("ptrace: no thread of process %d is free to map an XOL area", p.pid)
-	}
-	var hint uint64
-	if ms, err := Maps(p.pid); err == nil {
-		hint = xolHint(ms, at)
-	}
-	xolAt := p.xolAt
-	if p.xol == nil {
-		xolAt = at
-	}
-	// A hint, not MAP_FIXED: the kernel takes it when the range is free and
-	// else puts the area anywhere (slots out of reach are then stepped).
-	ret, err := t.inject(th, xolAt, unix.SYS_MMAP, hint, xolSize, unix.PROT_READ|unix.PROT_EXEC,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-	if err != nil {
-		return nil, err
-	}
-	if int64(ret) < 0 && int64(ret) > -4096 {
-		return nil, fmt.Errorf("ptrace: mapping an XOL area in process %d: %w", p.pid, unix.Errno(-int64(ret)))
-	}
-	x := &xolArea{base: ret}
-	if last == nil {
-		p.xol, p.xolAt = x, at
-	} else {
-		last.also = x
-	}
-	return x, nil
-}
-
 // maxAreas bounds the XOL areas mapped to bring slots near their
 // instructions.
 const maxAreas = 16
@@ -280,32 +164,6 @@ const maxAreas = 16
 func near(x *xolArea, addr uint64) bool {
 	d := int64(addr) - int64(x.base)
 	return d > -(1<<31) && d < 1<<31
-}
-
-// unmapXOL removes the areas at detach. The world is stopped; threads with
-// a signal to deliver are avoided, since stepping one would consume it.
-func (t *Tracer) unmapXOL(p *Process, sigs map[int]int) error {
-	var th *thread
-	for _, o := range p.threads {
-		if o.state == held && !o.vfork && sigs[o.tid] == 0 {
-			th = o
-			break
-		}
-	}
-	if th == nil {
-		return fmt.Errorf("ptrace: no thread of process %d is free to unmap the XOL area at %#x", p.pid, p.xol.base)
-	}
-	for x := p.xol; x != nil; x = x.also {
-		ret, err := t.inject(th, p.xolAt, unix.SYS_MUNMAP, x.base, xolSize)
-		if err != nil {
-			return err
-		}
-		if ret != 0 {
-			return fmt.Errorf("ptrace: unmapping the XOL area at %#x of process %d: %w", x.base, p.pid, unix.Errno(-int64(ret)))
-		}
-	}
-	p.xol = nil
-	return nil
 }
 
 // canBoost says whether in may run as Boost, and why not: the copy must
@@ -364,11 +222,18 @@ func jumpBack(b []byte, from, target uint64) int {
 // was.
 func (t *Tracer) prepareSlot(p *Process, x *xolArea, s *site, boost bool) error {
 	in := s.insn
-	if x.next+slotSize > xolSize {
+	off, ok := x.freeSlot()
+	if !ok {
 		return fmt.Errorf("ptrace: the XOL area at %#x of process %d is full", x.base, p.pid)
 	}
-	slot := x.base + x.next
+	slot := x.base + off
 	var code [slotSize]byte
+	// INT3s after the copy: a step whose trap the CPU (or a hypervisor
+	// emulating the instruction, as some do with cpuid) fails to raise
+	// still stops right after it (see stepReport).
+	for i := range code {
+		code[i] = 0xcc
+	}
 	copy(code[:], in.Code())
 	s.scratch = -1
 	s.boosted = boost && boostable(in, slot)
@@ -409,12 +274,92 @@ func (t *Tracer) prepareSlot(p *Process, x *xolArea, s *site, boost bool) error 
 		return fmt.Errorf("ptrace: writing XOL slot %#x: %w", slot, err)
 	}
 	s.slot = slot
-	x.next += slotSize
-	x.slots = append(x.slots, s)
+	if n := len(x.free); n > 0 && x.free[n-1] == off {
+		x.free = x.free[:n-1]
+	} else {
+		x.next += slotSize
+		x.slots = append(x.slots, nil)
+	}
+	if old := x.slots[off/slotSize]; old != nil && old.boosted {
+		x.nboosted--
+	}
+	x.slots[off/slotSize] = s
 	if s.boosted {
 		x.nboosted++
 	}
 	return nil
+}
+
+// hasRetired says whether any area of p has retired slots.
+func (p *Process) hasRetired() bool {
+	for x := p.xol; x != nil; x = x.also {
+		if len(x.retired) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// freeSlot returns the offset of the slot prepareSlot would use next.
+func (x *xolArea) freeSlot() (uint64, bool) {
+	if n := len(x.free); n > 0 {
+		return x.free[n-1], true
+	}
+	return x.next, x.next+slotSize <= xolSize
+}
+
+// retire marks the slot of a removed site for reuse once no thread can be
+// in it.
+func (p *Process) retire(s *site) {
+	for x := p.xol; x != nil; x = x.also {
+		if s.slot >= x.base && s.slot < x.base+xolSize {
+			x.retired = append(x.retired, s.slot-x.base)
+			return
+		}
+	}
+}
+
+// reclaimSlots frees the retired slots no thread of p is in, while the
+// world is stopped: a thread reaches a slot only from a hit on its site,
+// and no hit on a removed site goes there, so one that is not in it now
+// never will be. (No signal handler frame holds a slot address either:
+// signals are never delivered inside a slot.)
+func (t *Tracer) reclaimSlots(p *Process) {
+	for x := p.xol; x != nil; x = x.also {
+		if len(x.retired) == 0 {
+			continue
+		}
+		kept := x.retired[:0]
+		for _, off := range x.retired {
+			if t.slotInUse(p, x.base+off) {
+				kept = append(kept, off)
+				continue
+			}
+			x.free = append(x.free, off)
+		}
+		x.retired = kept
+	}
+}
+
+// slotInUse says whether a thread of p is, or may be, in the slot at
+// slot: its rip there, or stepping from it.
+func (t *Tracer) slotInUse(p *Process, slot uint64) bool {
+	var r unix.PtraceRegs
+	for _, th := range p.threads {
+		if th.stepSite != nil && th.stepSite.slot == slot {
+			return true
+		}
+		if th.zombie || th.state == vforking || th.state == leaving {
+			continue
+		}
+		if th.state == listening || getRegs(th.tid, &r) != 0 {
+			return true // cannot tell: keep it
+		}
+		if r.Rip >= slot && r.Rip < slot+slotSize {
+			return true
+		}
+	}
+	return false
 }
 
 // scratchFor picks a register for a rip-relative rewrite: never rax, rcx,
