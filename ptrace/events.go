@@ -19,9 +19,6 @@ func (t *Tracer) event(tid int, ws unix.WaitStatus) {
 		return
 	}
 	th.pending, th.queued = false, false
-	if debugEvents {
-		println("event", tid, "ws", int(ws), "state", th.state, "sig", ws.StopSignal(), "ev", ptraceEvent(ws), "world", th.p.world.active)
-	}
 	switch {
 	case ws.Exited() || ws.Signaled():
 		t.gone(th, ws)
@@ -56,8 +53,6 @@ func (t *Tracer) event(tid int, ws unix.WaitStatus) {
 	}
 	t.dispatch(th, ws)
 }
-
-var debugEvents = os.Getenv("ONETRAP_DEBUG") != ""
 
 // unknown handles a report from a tid the tracer has no record of: a fork
 // child's first stop (see forked), a new thread whose first stop came

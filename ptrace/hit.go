@@ -2,7 +2,6 @@ package ptrace
 
 import (
 	"fmt"
-	"os"
 
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
@@ -213,13 +212,11 @@ func (t *Tracer) startStep(th *thread, kind stepKind, s *site, from uint64, atHi
 	th.step, th.stepSite, th.stepFrom, th.stepFault = kind, s, from, false
 	th.sysStep = s.insn.Op == x86asm.SYSCALL && kind != stepThrough
 	th.state = stepping
-	if atHit && !debugNoMask {
+	if atHit {
 		th.maskSignals()
 	}
 	t.restep(th)
 }
-
-var debugNoMask = os.Getenv("NOMASK") != ""
 
 // restep issues th's step (again).
 func (t *Tracer) restep(th *thread) {
@@ -290,10 +287,6 @@ func (t *Tracer) stepReport(th *thread, ws unix.WaitStatus) {
 			t.stepDone(th)
 			return
 		}
-	}
-	if debugEvents {
-		getRegs(tid, &th.pregs)
-		println("step kept", sig, code, "rip", th.pregs.Rip, "from", th.stepFrom, "kind", th.step, "addr", th.si.addr())
 	}
 	th.keep(&th.si)
 	t.restep(th)

@@ -241,12 +241,15 @@ func (t *Tracer) Start(cmd *exec.Cmd, opts ...Option) (*Process, error) {
 		return nil, err
 	}
 	cfg := configure(opts)
+	// Started here, not on the tracer thread: a child of that thread would
+	// be reaped by its wait4 once detached, and the caller's cmd.Wait
+	// would find nothing (the loop waits for its own thread's children).
+	pid, err := launch(cmd, launcher)
+	if err != nil {
+		return nil, err
+	}
 	var p *Process
 	err = t.do(func() error {
-		pid, err := launch(cmd, launcher)
-		if err != nil {
-			return err
-		}
 		if err := t.runToExec(pid, path); err != nil {
 			t.abort(cmd, pid)
 			return err
@@ -261,6 +264,10 @@ func (t *Tracer) Start(cmd *exec.Cmd, opts ...Option) (*Process, error) {
 		return nil
 	})
 	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			unix.Kill(pid, unix.SIGKILL)
+			cmd.Wait()
+		}
 		return nil, err
 	}
 	return p, nil

@@ -58,8 +58,6 @@ func getSiginfo(tid int, s *siginfo) unix.Errno {
 
 // setAddr sets si_addr, which for SIGILL, SIGFPE and SIGTRAP names the
 // instruction.
-func (s *siginfo) addr() uint64 { return *(*uint64)(unsafe.Pointer(&s[16])) }
-
 func (s *siginfo) setAddr(a uint64) { *(*uint64)(unsafe.Pointer(&s[16])) = a }
 
 func setSiginfo(tid int, s *siginfo) unix.Errno {

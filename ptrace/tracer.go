@@ -1,11 +1,13 @@
 package ptrace
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,7 +87,7 @@ func NewTracer() (*Tracer, error) {
 	}
 	t.wake.fd = -1
 	ready := make(chan error, 1)
-	go t.loop(ready)
+	go t.loop(ready, 0)
 	if err := <-ready; err != nil {
 		return nil, err
 	}
@@ -97,9 +99,17 @@ func NewTracer() (*Tracer, error) {
 // waits for one thing only: the next report of any child. Everything that
 // takes longer than one report (a step, a world stop, a vfork) is a state
 // that a later report moves on.
-func (t *Tracer) loop(ready chan<- error) {
+func (t *Tracer) loop(ready chan<- error, try int) {
 	runtime.LockOSThread()
 	t.tid = unix.Gettid()
+	if try < 16 && hasChildren(t.tid) {
+		// The loop's wait4 would reap this thread's children, started
+		// before it became the tracer's (cmd.Start elsewhere in the
+		// program): their owner's Wait would find nothing. Returning
+		// locked ends the thread, and its children go to another.
+		go t.loop(ready, try+1)
+		return
+	}
 	if err := t.startSentinel(); err != nil {
 		ready <- err
 		return
@@ -138,6 +148,12 @@ func (t *Tracer) loop(ready chan<- error) {
 		}
 		t.event(pid, t.ws)
 	}
+}
+
+// hasChildren says whether thread tid has child processes.
+func hasChildren(tid int) bool {
+	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(tid) + "/children")
+	return err == nil && len(bytes.TrimSpace(b)) > 0
 }
 
 // fail ends every process's Run with err and the tracer with them.

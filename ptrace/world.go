@@ -91,9 +91,6 @@ func (t *Tracer) advance(p *Process) {
 		}
 		for _, th := range p.threads {
 			if !th.still(w.all) {
-				if debugEvents {
-					println("world waits for", th.tid, "state", th.state, "interrupted", th.interrupted)
-				}
 				return
 			}
 		}
