@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -586,4 +587,27 @@ func TestHandlerPanicsOrDetaches(t *testing.T) {
 			})
 		}
 	}
+}
+
+// A refused site is a *RefusedError, naming the address and, where the
+// instruction is the reason, the instruction; a process that is gone is
+// not.
+func TestRefusalsAreTyped(t *testing.T) {
+	cmd := child("sleep")
+	cmd.Stdout = io.Discard
+	p := start(t, cmd)
+	var re *RefusedError
+	_, err := p.Insert(uint64(uintptr(unsafe.Pointer(&asmfuncs.Word))), Auto, nil)
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, uint64(uintptr(unsafe.Pointer(&asmfuncs.Word))), re.Addr)
+	assert.Nil(t, re.Insn)
+	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SiteUd2), Auto, nil)
+	require.ErrorAs(t, err, &re)
+	require.NotNil(t, re.Insn)
+	assert.Equal(t, asmfuncs.Addr(asmfuncs.SiteUd2), re.Insn.Addr)
+	require.NoError(t, p.Detach())
+	cmd.Process.Kill()
+	_, err = p.Insert(asmfuncs.Addr(asmfuncs.SiteSubRSP), Auto, nil)
+	require.Error(t, err)
+	assert.False(t, errors.As(err, &re), "a process no longer traced is not a refusal: %v", err)
 }

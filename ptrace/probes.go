@@ -17,6 +17,31 @@ type Mapping = memio.Mapping
 // Maps returns the memory mappings of process pid.
 func Maps(pid int) ([]Mapping, error) { return memio.ReadMaps(pid) }
 
+// A RefusedError says why Insert will not probe an address of a live
+// process: the address (not mapped, not executable, an INT3 of the
+// program's own, overlapping another probe) or its instruction (not
+// decoded, refused by the decoder, or not runnable as the strategy asked
+// for). Use errors.As to tell it from a process that is gone.
+type RefusedError struct {
+	Addr   uint64
+	Insn   *decode.Insn // nil when the refusal is about the address
+	Reason string
+	Err    error // the decoder's error, if that is the reason
+}
+
+func (e *RefusedError) Error() string {
+	if e.Insn != nil {
+		return fmt.Sprintf("ptrace: cannot probe %#x (%v): %s", e.Addr, e.Insn, e.Reason)
+	}
+	return fmt.Sprintf("ptrace: cannot probe %#x: %s", e.Addr, e.Reason)
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+func refuse(addr uint64, in *decode.Insn, format string, args ...any) error {
+	return &RefusedError{Addr: addr, Insn: in, Reason: fmt.Sprintf(format, args...)}
+}
+
 // errNeedWorld says that a probe needs an XOL area mapped and no thread of
 // the process is stopped to map it from.
 var errNeedWorld = errors.New("ptrace: no stopped thread")
@@ -47,11 +72,11 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 		return nil, fmt.Errorf("ptrace: process %d is no longer traced", p.pid)
 	}
 	if strategy > Boost {
-		return nil, fmt.Errorf("ptrace: unknown strategy %v", strategy)
+		return nil, refuse(addr, nil, "unknown strategy %v", strategy)
 	}
 	if s := p.sites[addr]; s != nil {
 		if strategy != Auto && strategy != s.strategy {
-			return nil, fmt.Errorf("ptrace: the probe at %#x runs as %v; a second one cannot run as %v", addr, s.strategy, strategy)
+			return nil, refuse(addr, s.insn, "the probe there runs as %v; a second one cannot run as %v", s.strategy, strategy)
 		}
 		pr := &Probe{Addr: addr, Insn: s.insn, Strategy: s.strategy, handler: h, s: s}
 		// A new slice: a hit being served may be ranging over the old one.
@@ -69,13 +94,13 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 		}
 	}
 	if m == nil {
-		return nil, fmt.Errorf("ptrace: address %#x is not mapped in process %d", addr, p.pid)
+		return nil, refuse(addr, nil, "not mapped in process %d", p.pid)
 	}
 	if !strings.Contains(m.Perms, "x") {
-		return nil, fmt.Errorf("ptrace: address %#x is in a %s mapping of process %d (%s), not executable", addr, m.Perms, p.pid, m.Path)
+		return nil, refuse(addr, nil, "in a %s mapping of process %d (%s), not executable", m.Perms, p.pid, m.Path)
 	}
 	if p.xol.contains(addr) {
-		return nil, fmt.Errorf("ptrace: address %#x is in the XOL area", addr)
+		return nil, refuse(addr, nil, "in the XOL area")
 	}
 	n := uint64(decode.MaxLen)
 	if m.End-addr < n {
@@ -86,18 +111,18 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 		return nil, fmt.Errorf("ptrace: reading the instruction at %#x: %w", addr, err)
 	}
 	if buf[0] == 0xcc {
-		return nil, fmt.Errorf("ptrace: address %#x already holds an INT3 that is not a probe's", addr)
+		return nil, refuse(addr, nil, "it already holds an INT3 that is not a probe's")
 	}
 	in, err := decode.Decode(buf, addr)
 	if err != nil {
-		return nil, fmt.Errorf("ptrace: cannot probe %#x: %w", addr, err)
+		return nil, &RefusedError{Addr: addr, Reason: err.Error(), Err: err}
 	}
 	if in.Kind == decode.Reject {
-		return nil, fmt.Errorf("ptrace: cannot probe %#x (%v): %s", addr, in, in.Reason)
+		return nil, refuse(addr, in, "%s", in.Reason)
 	}
 	for _, o := range p.sites {
 		if (addr > o.addr && addr < o.insn.Next()) || (o.addr > addr && o.addr < in.Next()) {
-			return nil, fmt.Errorf("ptrace: the instruction at %#x overlaps the probe at %#x", addr, o.addr)
+			return nil, refuse(addr, in, "the instruction overlaps the probe at %#x", o.addr)
 		}
 	}
 	s := &site{addr: addr, orig: buf[0], insn: in, scratch: -1}
@@ -165,15 +190,15 @@ func (p *Process) choose(s *site, strategy Strategy, final bool) error {
 		}
 	case Emulate:
 		if in.Kind != decode.Emulate {
-			return fmt.Errorf("ptrace: %v at %#x cannot be emulated: %s", in, addr, in.Reason)
+			return refuse(addr, in, "cannot be emulated: %s", in.Reason)
 		}
 	case Boost:
 		if ok, why := canBoost(in); !ok {
-			return fmt.Errorf("ptrace: %v at %#x cannot be boosted: %s", in, addr, why)
+			return refuse(addr, in, "cannot be boosted: %s", why)
 		}
 	}
 	if p.cfg.noXOL && (strategy == OutOfLine || strategy == Boost) {
-		return fmt.Errorf("ptrace: %v at %#x: %v needs an XOL area, and the process is traced with NoXOL", in, addr, strategy)
+		return refuse(addr, in, "%v needs an XOL area, and the process is traced with NoXOL", strategy)
 	}
 	s.strategy = strategy
 	if strategy != OutOfLine && strategy != Boost {

@@ -249,8 +249,8 @@ func (t *Tracer) prepareSlot(p *Process, x *xolArea, s *site, boost bool) error 
 		case d == int64(int32(d)):
 			binary.LittleEndian.PutUint32(code[in.DispOff:], uint32(int32(d)))
 		case in.Uses == 0xffff:
-			return fmt.Errorf("ptrace: %v at %#x addresses %#x, beyond ±2GB of the XOL area at %#x, and which registers it uses is unknown",
-				in, in.Addr, in.Target, slot)
+			return refuse(in.Addr, in, "it addresses %#x, beyond ±2GB of the XOL area at %#x, and which registers it uses is unknown",
+				in.Target, slot)
 		default:
 			reg, err := scratchFor(in)
 			if err != nil {
@@ -267,7 +267,7 @@ func (t *Tracer) prepareSlot(p *Process, x *xolArea, s *site, boost bool) error 
 		// The relative target is reached from the slot; it must be a
 		// canonical address or the branch itself faults.
 		if tgt := slot + (in.Args[0].Imm - in.Addr); tgt >= 1<<47 {
-			return fmt.Errorf("ptrace: %v at %#x cannot run from the XOL area at %#x", in, in.Addr, slot)
+			return refuse(in.Addr, in, "its branch cannot run from the XOL area at %#x", slot)
 		}
 	}
 	if _, err := p.mem.ForceWriteAt(code[:], int64(slot)); err != nil {
@@ -388,7 +388,7 @@ prefixes:
 		}
 	}
 	if i < len(b) && (b[i] == 0xc4 || b[i] == 0xc5 || b[i] == 0x62 || b[i] == 0x8f) {
-		return 0, fmt.Errorf("ptrace: %v at %#x: rip-relative VEX/EVEX operand beyond ±2GB of the XOL area", in, in.Addr)
+		return 0, refuse(in.Addr, in, "rip-relative VEX/EVEX operand beyond ±2GB of the XOL area")
 	}
 	high := 0
 	if rex&1 != 0 {
@@ -400,5 +400,5 @@ prefixes:
 			return reg, nil
 		}
 	}
-	return 0, fmt.Errorf("ptrace: %v at %#x: no free scratch register for its rip-relative operand", in, in.Addr)
+	return 0, refuse(in.Addr, in, "no free scratch register for its rip-relative operand")
 }
