@@ -55,20 +55,64 @@
 //
 // Signals reach the tracee unchanged. A SIGTRAP is a hit only when rip is one
 // past a probe and si_code is SI_KERNEL; any other SIGTRAP (the program's
-// own int3, kill) is delivered. A signal arriving while a thread is stepped
-// is held and delivered after the fixup; a fault inside an XOL slot is
-// reported at the original address. No signal is delivered with rip in a
-// boosted slot: a thread that has not run the copy yet is stepped through
-// it first, one that has is moved to the next original instruction; so no
-// handler sees an XOL address. Detach moves any thread inside a slot back
-// to the same point of the original code before the area is unmapped;
-// Remove leaves the slot in place (slots are never reused), so threads
-// racing through it finish as before.
+// own int3, kill) is delivered. While a thread is stepped at a hit, its
+// asynchronous signals are blocked (PTRACE_SETSIGMASK): one sent meanwhile
+// stays pending with its siginfo and the kernel delivers it after the
+// fixup. One that cannot be blocked is kept and delivered after the fixup
+// with its own siginfo. A fault inside an XOL slot is reported at the
+// original address. No signal is delivered with rip in a boosted slot: a
+// thread that has not run the copy yet is stepped through it first, one
+// that has is moved to the next original instruction; so no handler sees
+// an XOL address. Detach moves any thread inside a slot back to the same
+// point of the original code before the area is unmapped. Remove retires a
+// slot; it is reused once a world stop has seen no thread in it.
 //
 // A fork child gets the original bytes back (and loses the XOL area) and
-// runs untraced; a vfork child, which shares its parent's memory, stays
-// traced and its hits are served until it execs or exits. An exec drops
-// the probes of the old image and calls the OnExec function.
+// runs untraced, or traced with FollowForks. A child that shares the
+// memory (a vfork child, or a clone with CLONE_VM but not CLONE_THREAD, told
+// apart by kcmp) is a guest: its hits are served as its parent's, and its
+// exit or exec leaves the memory alone. An exec drops the probes of the
+// old image and calls the OnExec function.
+//
+// # The event core
+//
+// The tracer thread waits for one thing only: the next wait4 report of any
+// thread. Whatever takes longer is a state that later reports move on, so
+// one thread never holds the others, the requests of other goroutines, or
+// a cancellation. Each thread owns its state and the registers of its hit:
+//
+//	running    let go; its next report is dispatched
+//	listening  in group-stop (PTRACE_LISTEN); SIGCONT lets it run
+//	serving    stopped at a hit: handlers, then the strategy
+//	stepping   stepped, or for a syscall instruction run to its entry
+//	           (a blocking call never holds a step); its report ends it
+//	held       stopped by a world stop, with any report it had kept
+//	parked     started stopped, until Run
+//	vforking   waiting for its vfork child: it cannot stop, and cannot
+//	           run user code either
+//	leaving    detached but for its next stop (a vfork parent)
+//
+// A hit moves running → serving → running (Emulate, Boost), or serving →
+// stepping → running (OutOfLine), or serving → (world stop) → stepping →
+// held → running (SingleStep). A world stop is a state of a process: jobs
+// queue up (a step in place, an XOL area to map when no thread is
+// stopped, a detach); the running threads are interrupted; each report
+// that comes meanwhile is kept and the thread held; when every thread
+// sharing the memory is still (held, serving, parked, vforking; a leader
+// that exited alone is found by /proc and counts too) the jobs run in
+// order, and then the kept reports go back to the loop, which dispatches
+// them as if they had just come. No report of one thread is ever
+// dispatched inside the handling of another's.
+//
+// A handler runs on the tracer thread with its thread serving. It may
+// read and change the registers and memory it is given, and call Insert,
+// Remove and Detach on any process: an Insert that needs an XOL area maps
+// it through the handler's own thread (an mmap injected at a syscall
+// instruction the process already has, so no other thread is stopped);
+// Remove restores the byte at once; Detach from a handler returns at once
+// and takes effect when every other thread has stopped (at once in a
+// single-threaded process: the probed instruction then runs untraced). A
+// handler must not block waiting for another event of the tracer.
 //
 // # Waking the tracer
 //
@@ -80,5 +124,6 @@
 // needs no polling (no latency, no idle wake-ups), sends nothing to the
 // tracee, and does not depend on how the Go runtime routes SIGCHLD among its
 // threads or restarts interrupted system calls, which rules out signalfd
-// and EINTR-based schemes.
+// and EINTR-based schemes. The signal goes through a pidfd, so a pid is
+// never signalled once reused; a sentinel the tracee kills is replaced.
 package ptrace

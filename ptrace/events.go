@@ -479,7 +479,10 @@ func (t *Tracer) signalled(th *thread, sig unix.Signal, haveRegs bool) {
 		}
 	}
 	th.keep(&th.si)
-	t.startStep(th, stepThrough, s, s.slot, false)
+	// At the copy's start the thread is in no system call: its mask can
+	// be set (see maskSignals), so that other signals wait for the fixup
+	// and are delivered with this one, in the kernel's order.
+	t.startStep(th, stepThrough, s, s.slot, true)
 }
 
 // follow makes a traced Process of p's fork child, stopped at its first

@@ -205,14 +205,14 @@ func (t *Tracer) stepOutOfLine(th *thread, s *site) {
 // startStep lets th, whose registers are set, run the instruction at from
 // and stop: a single step, or for a system call a run to its entry (a
 // blocking call must not hold the thread in a step: past its entry, the
-// instruction is done as far as the tracer cares). At a hit (atHit) the
-// thread's asynchronous signals are blocked for the step (see
-// maskSignals). The step's report goes to stepReport.
-func (t *Tracer) startStep(th *thread, kind stepKind, s *site, from uint64, atHit bool) {
+// instruction is done as far as the tracer cares). With mask, the thread's
+// asynchronous signals are blocked for the step (see maskSignals): only
+// where it is in no system call. The step's report goes to stepReport.
+func (t *Tracer) startStep(th *thread, kind stepKind, s *site, from uint64, mask bool) {
 	th.step, th.stepSite, th.stepFrom, th.stepFault = kind, s, from, false
 	th.sysStep = s.insn.Op == x86asm.SYSCALL && kind != stepThrough
 	th.state = stepping
-	if atHit {
+	if mask {
 		th.maskSignals()
 	}
 	t.restep(th)
