@@ -2,6 +2,7 @@ package ptrace
 
 import (
 	"fmt"
+	"time"
 
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
@@ -50,6 +51,7 @@ func (t *Tracer) trap(th *thread) {
 		return
 	}
 	th.orig = th.pregs
+	th.stopAt = time.Now()
 	r := &th.r
 	r.LoadPtrace(&th.pregs)
 	r.RIP = at
@@ -72,6 +74,9 @@ func (t *Tracer) trap(th *thread) {
 		return // detached from the handler
 	}
 	th.hit = 0
+	if !t.stillStopped(th) {
+		return // replaced by another thread's execve: its report comes
+	}
 	if p.sites[at] != s || r.RIP != at {
 		// A handler removed the probe or moved the thread elsewhere.
 		r.StorePtrace(&th.pregs)
@@ -102,6 +107,25 @@ func (t *Tracer) trap(th *thread) {
 	default:
 		t.stepInPlace(th, s)
 	}
+}
+
+// execTail bounds from below how long an execve takes from killing the
+// other threads to its stop (the new image is mapped meanwhile).
+const execTail = 10 * time.Microsecond
+
+// stillStopped says whether th, a thread stopped at a hit, is still the
+// thread that stopped there. Another thread's execve kills a leader even
+// while it is stopped, and the thread that made it takes the leader's tid
+// and stops at its exec event: registers written to that tid would land
+// in the new image. That takes the rest of an execve, so only a hit that
+// lasted longer (a slow handler, the tracer descheduled) is checked, by
+// its siginfo: still the INT3's, or the stop is no longer ours.
+func (t *Tracer) stillStopped(th *thread) bool {
+	if th.tid != th.tgid || len(th.p.threads) < 2 || time.Since(th.stopAt) < execTail {
+		return true
+	}
+	var si siginfo
+	return getSiginfo(th.tid, &si) == 0 && si.code() == siKernel && si.signo() == int32(unix.SIGTRAP)
 }
 
 // setRegs writes th.r to the stopped thread, whose registers at the stop

@@ -1,6 +1,8 @@
 package ptrace
 
 import (
+	"time"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/onetrap/onetrap/regs"
@@ -77,6 +79,8 @@ type thread struct {
 	r     regs.Regs
 	si    siginfo
 	hit   uint64 // the probe address while its handlers run or it waits to step
+	// stopAt is when the hit's stop was seen (see stillStopped).
+	stopAt time.Time
 
 	// The step in progress, while state is stepping.
 	step      stepKind
