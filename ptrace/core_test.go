@@ -854,3 +854,41 @@ func TestCoreClearErrors(t *testing.T) {
 		}
 	})
 }
+
+// Also fix: the leader at a hit whose handler is slow, while another
+// thread's execve replaces it. The registers the hit would write must not
+// land in the new image, which the execing thread starts under the
+// leader's tid: it prints and exits 7 only if it starts intact. The
+// handler's Insert then needs the XOL area (Emulate maps none before):
+// the mmap it would inject into the replaced leader must fail cleanly.
+func TestCoreExecReplacesLeaderMidHit(t *testing.T) {
+	for _, strat := range []Strategy{Emulate, Boost, OutOfLine} {
+		t.Run(strat.String(), func(t *testing.T) {
+			bin, _ := buildCore(t)
+			sym := symbols(t, bin, "c_f", "c_h")
+			r := coreStart(t, coreTracer(t), []string{"execrace"})
+			leader := r.p.Pid()
+			hits := 0
+			_, err := r.p.Insert(sym["c_f"], strat, func(tid int, _ *Probe, _ *regs.Regs, _ memio.Memory) {
+				hits++
+				if tid == leader {
+					time.Sleep(200 * time.Millisecond) // the execve completes meanwhile
+					st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", leader))
+					t.Logf("%s", st[:120])
+					ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", leader))
+					t.Logf("tasks %d", len(ents))
+					_, err := r.p.Insert(sym["c_h"], OutOfLine, nil)
+					if strat == Emulate {
+						assert.Error(t, err, "an mmap injected into a thread an execve replaced")
+					}
+				}
+			})
+			require.NoError(t, err)
+			res := runBounded(t, r.p, runCtx(t), hangLimit, "execrace")
+			require.NoError(t, res.err)
+			assert.Equal(t, &Exit{Code: 7}, res.exit)
+			assert.Equal(t, "new image\n", r.out.String())
+			assert.Equal(t, 1, hits)
+		})
+	}
+}

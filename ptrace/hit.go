@@ -117,9 +117,12 @@ const execTail = 10 * time.Microsecond
 // thread that stopped there. Another thread's execve kills a leader even
 // while it is stopped, and the thread that made it takes the leader's tid
 // and stops at its exec event: registers written to that tid would land
-// in the new image. That takes the rest of an execve, so only a hit that
-// lasted longer (a slow handler, the tracer descheduled) is checked, by
-// its siginfo: still the INT3's, or the stop is no longer ours.
+// in the new image. The kernel refuses requests on that tid until the
+// exec report has been waited for, but a wait made during the hit (an
+// injected call's) may have taken it. That takes the rest of an execve,
+// so only a hit that lasted longer (a slow handler, the tracer
+// descheduled) is checked, by its siginfo: still the INT3's, or the stop
+// is no longer ours.
 func (t *Tracer) stillStopped(th *thread) bool {
 	if th.tid != th.tgid || len(th.p.threads) < 2 || time.Since(th.stopAt) < execTail {
 		return true

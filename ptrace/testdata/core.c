@@ -548,6 +548,27 @@ static int mode_trapmid(long n, long k) {
 	return 0;
 }
 
+// ---- execrace: the main thread (the leader) calls c_f once, after a
+// second thread has started an execve of this program in mode "exit7";
+// the probe's handler is slow, so the execve replaces the leader while its
+// hit is being served. The new image must start intact and exit 7.
+
+static void *execrace_exec(void *arg) {
+	(void)arg;
+	sleep_ms(20);
+	char *argv[] = {(char *)self, "exit7", NULL};
+	execv(self, argv);
+	return NULL;
+}
+
+static int mode_execrace(void) {
+	pthread_t th;
+	pthread_create(&th, NULL, execrace_exec, NULL);
+	c_f(0);
+	pthread_join(th, NULL);
+	return 1; // the execve failed
+}
+
 int main(int argc, char **argv) {
 	self = argv[0];
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -555,6 +576,12 @@ int main(int argc, char **argv) {
 	long a = argc > 2 ? atol(argv[2]) : 0, b = argc > 3 ? atol(argv[3]) : 0;
 	if (!strcmp(mode, "exit"))
 		return 0;
+	if (!strcmp(mode, "exit7")) {
+		printf("new image\n");
+		return 7;
+	}
+	if (!strcmp(mode, "execrace"))
+		return mode_execrace();
 	if (!strcmp(mode, "sleep")) {
 		sleep_ms(a);
 		return 0;
