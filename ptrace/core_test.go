@@ -873,10 +873,6 @@ func TestCoreExecReplacesLeaderMidHit(t *testing.T) {
 				hits++
 				if tid == leader {
 					time.Sleep(200 * time.Millisecond) // the execve completes meanwhile
-					st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", leader))
-					t.Logf("%s", st[:120])
-					ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", leader))
-					t.Logf("tasks %d", len(ents))
 					_, err := r.p.Insert(sym["c_h"], OutOfLine, nil)
 					if strat == Emulate {
 						assert.Error(t, err, "an mmap injected into a thread an execve replaced")
