@@ -3,6 +3,7 @@ package ptrace
 import (
 	"context"
 	"fmt"
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"io"
 	"os"
 	"os/exec"
@@ -59,7 +60,7 @@ func BenchmarkHit(b *testing.B) {
 			pr, err := p.Insert(asmfuncs.Addr(c.site), c.s, func(int, *Probe, *regs.Regs, memio.Memory) {})
 			require.NoError(b, err)
 			require.Equal(b, c.s, pr.Strategy)
-			pin(b, p.Tracer().tid)
+			pin(b, p.Tracer().hand.Tid())
 			pin(b, p.Pid())
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -91,8 +92,8 @@ func benchFloor(b *testing.B) {
 	b.ResetTimer()
 	traps := 0
 	for {
-		require.Zero(b, cont(pid, 0))
-		if _, e := wait4(pid, &ws, wall); e != 0 || !ws.Stopped() {
+		require.Zero(b, ptsys.Cont(pid, 0))
+		if _, e := ptsys.Wait4(pid, &ws, ptsys.WALL); e != 0 || !ws.Stopped() {
 			break
 		}
 		if ws.StopSignal() == unix.SIGTRAP {

@@ -1,6 +1,7 @@
 package ptrace
 
 import (
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"os"
 	"strconv"
 	"strings"
@@ -67,23 +68,23 @@ func (t *Tracer) settleReports(p *Process) {
 		}
 		th.pending, th.queued = false, false
 		ws := th.ws
-		switch ev := ptraceEvent(ws); {
+		switch ev := ptsys.Event(ws); {
 		case ev == 0 && ws.StopSignal() == unix.SIGTRAP:
-			if getRegs(th.tid, &th.pregs) == 0 && getSiginfo(th.tid, &th.si) == 0 && th.si.code() == siKernel &&
+			if ptsys.GetRegs(th.tid, &th.pregs) == 0 && ptsys.GetSiginfo(th.tid, &th.si) == 0 && th.si.Code() == ptsys.SIKernel &&
 				(p.sites[th.pregs.Rip-1] != nil || p.removed[th.pregs.Rip-1]) {
 				th.pregs.Rip--
-				setRegs(th.tid, &th.pregs)
+				ptsys.SetRegs(th.tid, &th.pregs)
 			} else {
 				th.passSig = int(unix.SIGTRAP)
 			}
 		case ev == 0:
 			th.passSig = int(ws.StopSignal())
 		case ev == unix.PTRACE_EVENT_CLONE:
-			if m, e := eventMsg(th.tid); e == 0 {
+			if m, e := ptsys.EventMsg(th.tid); e == 0 {
 				t.letGo(int(m))
 			}
 		case ev == unix.PTRACE_EVENT_FORK || ev == unix.PTRACE_EVENT_VFORK:
-			if m, e := eventMsg(th.tid); e == 0 {
+			if m, e := ptsys.EventMsg(th.tid); e == 0 {
 				if sharesMemory(th.tgid, int(m)) {
 					t.letGo(int(m))
 				} else {
@@ -116,10 +117,10 @@ func (t *Tracer) collectTraps(p *Process) {
 		if th.state != held || th.zombie {
 			continue
 		}
-		if getRegs(th.tid, &th.pregs) != 0 || (p.sites[th.pregs.Rip-1] == nil && !p.removed[th.pregs.Rip-1]) {
+		if ptsys.GetRegs(th.tid, &th.pregs) != 0 || (p.sites[th.pregs.Rip-1] == nil && !p.removed[th.pregs.Rip-1]) {
 			continue
 		}
-		if !sigPending(th.tgid, th.tid, unix.SIGTRAP) || cont(th.tid, 0) != 0 {
+		if !sigPending(th.tgid, th.tid, unix.SIGTRAP) || ptsys.Cont(th.tid, 0) != 0 {
 			continue
 		}
 		if t.waitOne(th.tid, &th.ws) && th.ws.Stopped() {
@@ -155,16 +156,16 @@ func (t *Tracer) leaveSlots(p *Process) {
 		if th.state == serving && th.hit != 0 {
 			th.r.RIP = th.hit
 			th.r.StorePtrace(&th.pregs)
-			setRegs(th.tid, &th.pregs)
+			ptsys.SetRegs(th.tid, &th.pregs)
 			th.hit = 0
 			continue
 		}
-		if !p.xol.boosting() || th.state != held || th.zombie || getRegs(th.tid, &th.pregs) != 0 {
+		if !p.xol.boosting() || th.state != held || th.zombie || ptsys.GetRegs(th.tid, &th.pregs) != 0 {
 			continue
 		}
 		if s, off, ok := p.xol.siteOfSlot(th.pregs.Rip); ok {
 			th.pregs.Rip = s.addr + off
-			setRegs(th.tid, &th.pregs)
+			ptsys.SetRegs(th.tid, &th.pregs)
 			t.slotExits++
 		}
 	}
@@ -191,8 +192,8 @@ func (t *Tracer) passKeptSignals(p *Process) {
 		if th.nkept == 0 || th.passSig != 0 {
 			continue
 		}
-		if setSiginfo(th.tid, &th.kept[0]) == 0 {
-			th.passSig = int(th.kept[0].signo())
+		if ptsys.SetSiginfo(th.tid, &th.kept[0]) == 0 {
+			th.passSig = int(th.kept[0].Signo())
 			copy(th.kept[:], th.kept[1:th.nkept])
 			th.nkept--
 		}
@@ -224,7 +225,7 @@ func (t *Tracer) detachThreads(p *Process) (*Exit, error) {
 		if th.passSig != 0 {
 			t.sigsAtDetach++
 		}
-		e := ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(th.passSig))
+		e := ptsys.Raw(unix.PTRACE_DETACH, tid, 0, uintptr(th.passSig))
 		if e == unix.ESRCH {
 			// A thread detached before let the process exit: this one is
 			// dying (PTRACE_DETACH refuses a thread with SIGKILL pending)
@@ -254,14 +255,14 @@ func (t *Tracer) detachThreads(p *Process) (*Exit, error) {
 // threads that are ending.
 func (t *Tracer) reapOrDetach(tid int, sig int, ws *unix.WaitStatus) (e unix.Errno, reaped bool) {
 	for i := 0; i < 1000; i++ {
-		r, e := wait4(tid, ws, wall|unix.WNOHANG)
+		r, e := ptsys.Wait4(tid, ws, ptsys.WALL|unix.WNOHANG)
 		switch {
 		case e != 0:
 			return 0, false // already reaped: nothing is left attached
 		case r == tid && (ws.Exited() || ws.Signaled()):
 			return 0, true
 		case r == tid && ws.Stopped():
-			if e := ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(sig)); e != unix.ESRCH {
+			if e := ptsys.Raw(unix.PTRACE_DETACH, tid, 0, uintptr(sig)); e != unix.ESRCH {
 				return e, false
 			}
 		case i >= 20 && t.zombie(tid):

@@ -1,6 +1,7 @@
 package ptrace
 
 import (
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"os"
 	"strconv"
 	"strings"
@@ -39,7 +40,7 @@ func (t *Tracer) event(tid int, ws unix.WaitStatus) {
 		t.stepReport(th, ws)
 		return
 	}
-	ev := ptraceEvent(ws)
+	ev := ptsys.Event(ws)
 	p := th.p
 	if p.world.active && ev != unix.PTRACE_EVENT_EXEC {
 		// Kept for after the world stop; an interrupt needs nothing more.
@@ -97,7 +98,7 @@ func isStopSignal(s unix.Signal) bool {
 // memory, and lets the thread go on.
 func (t *Tracer) dispatch(th *thread, ws unix.WaitStatus) {
 	sig := ws.StopSignal()
-	switch ptraceEvent(ws) {
+	switch ptsys.Event(ws) {
 	case 0:
 		if sig == unix.SIGTRAP {
 			t.trap(th)
@@ -110,26 +111,26 @@ func (t *Tracer) dispatch(th *thread, ws unix.WaitStatus) {
 		if isStopSignal(sig) {
 			// Group-stop: stay stopped, as without a tracer, until SIGCONT.
 			th.state = listening
-			ptraceRaw(unix.PTRACE_LISTEN, th.tid, 0, 0)
+			ptsys.Raw(unix.PTRACE_LISTEN, th.tid, 0, 0)
 			return
 		}
 		// An interrupt, or a new thread's first stop.
 		t.release(th)
 	case unix.PTRACE_EVENT_CLONE:
-		if m, e := eventMsg(th.tid); e == 0 {
+		if m, e := ptsys.EventMsg(th.tid); e == 0 {
 			t.cloned(th, int(m))
 		}
 		t.resume(th, 0)
 	case unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
-		vfork := ptraceEvent(ws) == unix.PTRACE_EVENT_VFORK
-		if m, e := eventMsg(th.tid); e == 0 {
+		vfork := ptsys.Event(ws) == unix.PTRACE_EVENT_VFORK
+		if m, e := ptsys.EventMsg(th.tid); e == 0 {
 			t.forked(th, int(m))
 		}
 		if vfork {
 			// It waits for its child in the kernel, where no interrupt
 			// reaches it, until PTRACE_EVENT_VFORK_DONE.
 			th.state = vforking
-			cont(th.tid, 0)
+			ptsys.Cont(th.tid, 0)
 			return
 		}
 		t.resume(th, 0)
@@ -170,10 +171,10 @@ func (t *Tracer) gone(th *thread, ws unix.WaitStatus) {
 func (t *Tracer) leave(th *thread, ws unix.WaitStatus) {
 	delete(t.threads, th.tid)
 	sig := 0
-	if ptraceEvent(ws) == 0 && ws.StopSignal() != unix.SIGTRAP {
+	if ptsys.Event(ws) == 0 && ws.StopSignal() != unix.SIGTRAP {
 		sig = int(ws.StopSignal())
 	}
-	ptraceRaw(unix.PTRACE_DETACH, th.tid, 0, uintptr(sig))
+	ptsys.Raw(unix.PTRACE_DETACH, th.tid, 0, uintptr(sig))
 }
 
 // cloned registers the new thread of parent's process. Its first stop may
@@ -251,7 +252,7 @@ func (t *Tracer) born(child int, nb *newborn, ws unix.WaitStatus) {
 		return
 	}
 	p := nb.parent
-	if p != nil && !p.finished && p.cfg.onFork != nil && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP {
+	if p != nil && !p.finished && p.cfg.onFork != nil && ptsys.Event(ws) == unix.PTRACE_EVENT_STOP {
 		if t.follow(p, child) {
 			return
 		}
@@ -261,7 +262,7 @@ func (t *Tracer) born(child int, nb *newborn, ws unix.WaitStatus) {
 			t.one[0] = s.orig
 			m.ForceWriteAt(t.one[:], int64(s.addr))
 		}
-		if len(nb.areas) > 0 && ptraceEvent(ws) == unix.PTRACE_EVENT_STOP {
+		if len(nb.areas) > 0 && ptsys.Event(ws) == unix.PTRACE_EVENT_STOP {
 			// Its first stop is on the way to user mode, where a system
 			// call can be injected.
 			c := &Process{t: t, pid: child, mem: m, threads: map[int]*thread{}, sysAt: nb.sysAt}
@@ -284,7 +285,7 @@ func (t *Tracer) born(child int, nb *newborn, ws unix.WaitStatus) {
 // to the dead leader.
 func (t *Tracer) execer(th *thread) *thread {
 	p := th.p
-	m, e := eventMsg(th.tid)
+	m, e := ptsys.EventMsg(th.tid)
 	if e != 0 || int(m) == th.tid || th.guest {
 		return th
 	}
@@ -395,10 +396,10 @@ func (t *Tracer) releaseGuests(p *Process) {
 		switch g.state {
 		case running, stepping, vforking, listening:
 			g.state = leaving
-			ptraceRaw(unix.PTRACE_INTERRUPT, g.tid, 0, 0)
+			ptsys.Raw(unix.PTRACE_INTERRUPT, g.tid, 0, 0)
 		default:
 			delete(t.threads, g.tid)
-			ptraceRaw(unix.PTRACE_DETACH, g.tid, 0, uintptr(g.sig))
+			ptsys.Raw(unix.PTRACE_DETACH, g.tid, 0, uintptr(g.sig))
 		}
 	}
 }
@@ -407,7 +408,7 @@ func (t *Tracer) releaseGuests(p *Process) {
 // user mode. A signal arriving meanwhile is kept. It reports false when
 // the thread ended.
 func (t *Tracer) userStop(th *thread) bool {
-	if ptraceRaw(unix.PTRACE_INTERRUPT, th.tid, 0, 0) != 0 || cont(th.tid, 0) != 0 {
+	if ptsys.Raw(unix.PTRACE_INTERRUPT, th.tid, 0, 0) != 0 || ptsys.Cont(th.tid, 0) != 0 {
 		return true // gone, or already where it should be; nothing to undo
 	}
 	for {
@@ -421,12 +422,12 @@ func (t *Tracer) userStop(th *thread) bool {
 			return false
 		case !ws.Stopped():
 			continue
-		case ptraceEvent(ws) == unix.PTRACE_EVENT_STOP:
+		case ptsys.Event(ws) == unix.PTRACE_EVENT_STOP:
 			return true
-		case ptraceEvent(ws) == 0 && getSiginfo(th.tid, &th.si) == 0:
+		case ptsys.Event(ws) == 0 && ptsys.GetSiginfo(th.tid, &th.si) == 0:
 			th.keep(&th.si)
 		}
-		if cont(th.tid, 0) != 0 {
+		if ptsys.Cont(th.tid, 0) != 0 {
 			return false
 		}
 	}
@@ -448,7 +449,7 @@ func (t *Tracer) signalled(th *thread, sig unix.Signal, haveRegs bool) {
 		return
 	}
 	tid := th.tid
-	if !haveRegs && getRegs(tid, &th.pregs) != 0 {
+	if !haveRegs && ptsys.GetRegs(tid, &th.pregs) != 0 {
 		t.resume(th, int(sig))
 		return
 	}
@@ -459,20 +460,20 @@ func (t *Tracer) signalled(th *thread, sig unix.Signal, haveRegs bool) {
 	}
 	if off != 0 {
 		th.pregs.Rip = s.insn.Next()
-		setRegs(tid, &th.pregs)
+		ptsys.SetRegs(tid, &th.pregs)
 		t.resume(th, int(sig))
 		return
 	}
-	if getSiginfo(tid, &th.si) != 0 {
+	if ptsys.GetSiginfo(tid, &th.si) != 0 {
 		return // gone
 	}
 	if sig == unix.SIGSEGV || sig == unix.SIGBUS || sig == unix.SIGILL || sig == unix.SIGFPE {
-		if th.si.code() > 0 { // raised by the copy itself
+		if th.si.Code() > 0 { // raised by the copy itself
 			th.pregs.Rip = s.addr
-			setRegs(tid, &th.pregs)
+			ptsys.SetRegs(tid, &th.pregs)
 			if sig == unix.SIGILL || sig == unix.SIGFPE {
-				th.si.setAddr(s.addr)
-				setSiginfo(tid, &th.si)
+				th.si.SetAddr(s.addr)
+				ptsys.SetSiginfo(tid, &th.si)
 			}
 			t.resume(th, int(sig))
 			return

@@ -2,6 +2,7 @@ package ptrace
 
 import (
 	"fmt"
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"time"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -26,7 +27,7 @@ import (
 // SETREGS), CONT.
 func (t *Tracer) trap(th *thread) {
 	p, tid := th.p, th.tid
-	if getRegs(tid, &th.pregs) != 0 {
+	if ptsys.GetRegs(tid, &th.pregs) != 0 {
 		return // the thread is gone; wait4 will say so
 	}
 	at := th.pregs.Rip - 1
@@ -35,10 +36,10 @@ func (t *Tracer) trap(th *thread) {
 		t.signalled(th, unix.SIGTRAP, true)
 		return
 	}
-	if getSiginfo(tid, &th.si) != 0 {
+	if ptsys.GetSiginfo(tid, &th.si) != 0 {
 		return
 	}
-	if th.si.code() != siKernel {
+	if th.si.Code() != ptsys.SIKernel {
 		t.signalled(th, unix.SIGTRAP, true)
 		return
 	}
@@ -46,7 +47,7 @@ func (t *Tracer) trap(th *thread) {
 		// The probe was removed after this thread hit it: run the
 		// original instruction now in place.
 		th.pregs.Rip = at
-		setRegs(tid, &th.pregs)
+		ptsys.SetRegs(tid, &th.pregs)
 		t.resume(th, 0)
 		return
 	}
@@ -80,7 +81,7 @@ func (t *Tracer) trap(th *thread) {
 	if p.sites[at] != s || r.RIP != at {
 		// A handler removed the probe or moved the thread elsewhere.
 		r.StorePtrace(&th.pregs)
-		setRegs(tid, &th.pregs)
+		ptsys.SetRegs(tid, &th.pregs)
 		t.release(th)
 		return
 	}
@@ -127,8 +128,8 @@ func (t *Tracer) stillStopped(th *thread) bool {
 	if th.tid != th.tgid || len(th.p.threads) < 2 || time.Since(th.stopAt) < execTail {
 		return true
 	}
-	var si siginfo
-	return getSiginfo(th.tid, &si) == 0 && si.code() == siKernel && si.signo() == int32(unix.SIGTRAP)
+	var si ptsys.Siginfo
+	return ptsys.GetSiginfo(th.tid, &si) == 0 && si.Code() == ptsys.SIKernel && si.Signo() == int32(unix.SIGTRAP)
 }
 
 // setRegs writes th.r to the stopped thread, whose registers at the stop
@@ -139,11 +140,11 @@ func (t *Tracer) setRegs(th *thread) {
 	rip := th.pregs.Rip
 	th.pregs.Rip = th.orig.Rip
 	if th.pregs == th.orig {
-		setRIP(th.tid, rip)
+		ptsys.SetRIP(th.tid, rip)
 		return
 	}
 	th.pregs.Rip = rip
-	setRegs(th.tid, &th.pregs)
+	ptsys.SetRegs(th.tid, &th.pregs)
 }
 
 // handle runs the handlers of s's probes and returns what one of them
@@ -183,13 +184,13 @@ func (t *Tracer) beginInPlace(th *thread, s *site, image int) {
 	if p.sites[s.addr] != s {
 		// Removed meanwhile: the original byte is back already.
 		th.pregs.Rip = s.addr
-		setRegs(th.tid, &th.pregs)
+		ptsys.SetRegs(th.tid, &th.pregs)
 		th.state = held
 		return
 	}
 	t.one[0] = s.orig
 	p.mem.ForceWriteAt(t.one[:], int64(s.addr))
-	if setRegs(th.tid, &th.pregs) != 0 {
+	if ptsys.SetRegs(th.tid, &th.pregs) != 0 {
 		t.one[0] = 0xcc
 		p.mem.ForceWriteAt(t.one[:], int64(s.addr))
 		th.state = held
@@ -223,7 +224,7 @@ func (t *Tracer) stepOutOfLine(th *thread, s *site) {
 	}
 	r.RIP = s.slot
 	r.StorePtrace(&th.pregs)
-	if setRegs(th.tid, &th.pregs) != 0 {
+	if ptsys.SetRegs(th.tid, &th.pregs) != 0 {
 		return
 	}
 	t.startStep(th, stepOutOfLine, s, s.slot, true)
@@ -248,9 +249,9 @@ func (t *Tracer) startStep(th *thread, kind stepKind, s *site, from uint64, mask
 // restep issues th's step (again).
 func (t *Tracer) restep(th *thread) {
 	if th.sysStep {
-		syscallStep(th.tid)
+		ptsys.SyscallStep(th.tid)
 	} else {
-		singleStep(th.tid, 0)
+		ptsys.SingleStep(th.tid, 0)
 	}
 }
 
@@ -259,7 +260,7 @@ func (t *Tracer) restep(th *thread) {
 func (t *Tracer) stepReport(th *thread, ws unix.WaitStatus) {
 	tid := th.tid
 	sig := ws.StopSignal()
-	switch ptraceEvent(ws) {
+	switch ptsys.Event(ws) {
 	case 0:
 	case unix.PTRACE_EVENT_EXEC:
 		// Another thread's execve, reported under this leader's tid: th
@@ -278,25 +279,25 @@ func (t *Tracer) stepReport(th *thread, ws unix.WaitStatus) {
 		t.restep(th)
 		return
 	}
-	if sig == sigSyscall {
-		if getRegs(tid, &th.pregs) == 0 {
+	if sig == ptsys.SigSyscall {
+		if ptsys.GetRegs(tid, &th.pregs) == 0 {
 			t.stepDone(th)
 		}
 		return
 	}
-	if getSiginfo(tid, &th.si) != 0 {
+	if ptsys.GetSiginfo(tid, &th.si) != 0 {
 		return // gone: its end is reported
 	}
-	code := th.si.code()
+	code := th.si.Code()
 	if sig == unix.SIGTRAP && code > 0 {
-		if getRegs(tid, &th.pregs) != 0 {
+		if ptsys.GetRegs(tid, &th.pregs) != 0 {
 			return
 		}
-		if code == siKernel && th.step != stepInPlace && th.pregs.Rip == th.stepFrom+uint64(th.stepSite.insn.Len)+1 {
+		if code == ptsys.SIKernel && th.step != stepInPlace && th.pregs.Rip == th.stepFrom+uint64(th.stepSite.insn.Len)+1 {
 			// The INT3 after the copy in its slot: the step's own trap
 			// was lost, and this stands for it.
 			th.pregs.Rip--
-			setRIP(tid, th.pregs.Rip)
+			ptsys.SetRIP(tid, th.pregs.Rip)
 		}
 		if th.pregs.Rip == th.stepFrom {
 			t.restep(th) // one iteration of a rep-prefixed instruction
@@ -306,7 +307,7 @@ func (t *Tracer) stepReport(th *thread, ws unix.WaitStatus) {
 		return
 	}
 	if code > 0 && (sig == unix.SIGSEGV || sig == unix.SIGBUS || sig == unix.SIGILL || sig == unix.SIGFPE) {
-		if getRegs(tid, &th.pregs) != 0 {
+		if ptsys.GetRegs(tid, &th.pregs) != 0 {
 			return
 		}
 		if th.pregs.Rip == th.stepFrom {
@@ -343,7 +344,7 @@ func (t *Tracer) stepDone(th *thread) {
 		} else {
 			th.pregs.Rip = s.insn.Next()
 		}
-		setRegs(th.tid, &th.pregs)
+		ptsys.SetRegs(th.tid, &th.pregs)
 		t.release(th)
 	case stepOutOfLine:
 		t.fixOutOfLine(th, s)
@@ -362,8 +363,8 @@ func (t *Tracer) fixOutOfLine(th *thread, s *site) {
 		// Report the fault where the program put the instruction, in
 		// si_addr too where it names the instruction.
 		r.RIP = s.addr
-		if sig := unix.Signal(th.si.signo()); sig == unix.SIGILL || sig == unix.SIGFPE {
-			th.si.setAddr(s.addr)
+		if sig := unix.Signal(th.si.Signo()); sig == unix.SIGILL || sig == unix.SIGFPE {
+			th.si.SetAddr(s.addr)
 		}
 		th.keep(&th.si)
 	} else {
@@ -373,7 +374,7 @@ func (t *Tracer) fixOutOfLine(th *thread, s *site) {
 		}
 	}
 	r.StorePtrace(&th.pregs)
-	setRegs(th.tid, &th.pregs)
+	ptsys.SetRegs(th.tid, &th.pregs)
 	t.release(th)
 }
 

@@ -3,6 +3,7 @@ package ptrace
 import (
 	"bytes"
 	"fmt"
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -28,11 +29,11 @@ func (t *Tracer) inject(th *thread, nr uint64, args ...uint64) (uint64, error) {
 		p.sysAt = at
 	}
 	var saved, rr unix.PtraceRegs
-	var si siginfo
-	if e := getRegs(tid, &saved); e != 0 {
+	var si ptsys.Siginfo
+	if e := ptsys.GetRegs(tid, &saved); e != 0 {
 		return 0, errno("get registers of", tid, e)
 	}
-	haveSi := getSiginfo(tid, &si) == 0
+	haveSi := ptsys.GetSiginfo(tid, &si) == 0
 	rr = saved
 	rr.Rip = p.sysAt
 	// orig_rax -1 keeps the kernel from restarting a system call the thread
@@ -42,18 +43,18 @@ func (t *Tracer) inject(th *thread, nr uint64, args ...uint64) (uint64, error) {
 	a := [6]uint64{}
 	copy(a[:], args)
 	rr.Rdi, rr.Rsi, rr.Rdx, rr.R10, rr.R8, rr.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	if e := setRegs(tid, &rr); e != 0 {
+	if e := ptsys.SetRegs(tid, &rr); e != 0 {
 		return 0, errno("set registers of", tid, e)
 	}
 	ret, err := t.injectStep(th, &rr)
 	if err != nil {
 		return 0, err
 	}
-	if e := setRegs(tid, &saved); e != 0 {
+	if e := ptsys.SetRegs(tid, &saved); e != 0 {
 		return 0, errno("restore registers of", tid, e)
 	}
 	if haveSi {
-		setSiginfo(tid, &si)
+		ptsys.SetSiginfo(tid, &si)
 	}
 	return ret, nil
 }
@@ -63,7 +64,7 @@ func (t *Tracer) inject(th *thread, nr uint64, args ...uint64) (uint64, error) {
 func (t *Tracer) injectStep(th *thread, rr *unix.PtraceRegs) (uint64, error) {
 	tid := th.tid
 	for {
-		if singleStep(tid, 0) != 0 || !t.waitOne(tid, &t.ws) {
+		if ptsys.SingleStep(tid, 0) != 0 || !t.waitOne(tid, &t.ws) {
 			return 0, fmt.Errorf("ptrace: thread %d ended during an injected system call", tid)
 		}
 		ws := t.ws
@@ -71,18 +72,18 @@ func (t *Tracer) injectStep(th *thread, rr *unix.PtraceRegs) (uint64, error) {
 			t.gone(th, ws)
 			return 0, fmt.Errorf("ptrace: thread %d ended during an injected system call", tid)
 		}
-		if !ws.Stopped() || ptraceEvent(ws) != 0 {
-			if ptraceEvent(ws) == unix.PTRACE_EVENT_EXEC {
+		if !ws.Stopped() || ptsys.Event(ws) != 0 {
+			if ptsys.Event(ws) == unix.PTRACE_EVENT_EXEC {
 				t.queue = append(t.queue, report{tid, ws})
 				return 0, fmt.Errorf("ptrace: thread %d was replaced by an execve during an injected system call", tid)
 			}
 			continue // an interrupt: step again
 		}
-		if getSiginfo(tid, &th.si) != 0 {
+		if ptsys.GetSiginfo(tid, &th.si) != 0 {
 			return 0, fmt.Errorf("ptrace: thread %d ended during an injected system call", tid)
 		}
-		if ws.StopSignal() == unix.SIGTRAP && th.si.code() > 0 {
-			if getRegs(tid, rr) != 0 {
+		if ws.StopSignal() == unix.SIGTRAP && th.si.Code() > 0 {
+			if ptsys.GetRegs(tid, rr) != 0 {
 				return 0, fmt.Errorf("ptrace: thread %d ended during an injected system call", tid)
 			}
 			if rr.Rip != th.p.sysAt {
@@ -90,7 +91,7 @@ func (t *Tracer) injectStep(th *thread, rr *unix.PtraceRegs) (uint64, error) {
 			}
 			continue
 		}
-		if th.si.code() > 0 && ws.StopSignal() != unix.SIGTRAP {
+		if th.si.Code() > 0 && ws.StopSignal() != unix.SIGTRAP {
 			return 0, fmt.Errorf("ptrace: an injected system call faulted in thread %d (signal %v)", tid, ws.StopSignal())
 		}
 		th.keep(&th.si)
@@ -105,7 +106,7 @@ func (t *Tracer) injectStep(th *thread, rr *unix.PtraceRegs) (uint64, error) {
 func (t *Tracer) waitOne(tid int, ws *unix.WaitStatus) bool {
 	th := t.threads[tid]
 	for {
-		r, e := wait4(-1, ws, wall|wnothread)
+		r, e := ptsys.Wait4(-1, ws, ptsys.WALL|ptsys.WNOTHREAD)
 		if e != 0 {
 			return false
 		}
@@ -117,7 +118,7 @@ func (t *Tracer) waitOne(tid int, ws *unix.WaitStatus) bool {
 			continue
 		}
 		t.queue = append(t.queue, report{r, *ws})
-		if th != nil && r == th.tgid && ws.Stopped() && ptraceEvent(*ws) == unix.PTRACE_EVENT_EXEC {
+		if th != nil && r == th.tgid && ws.Stopped() && ptsys.Event(*ws) == unix.PTRACE_EVENT_EXEC {
 			// An execve under the leader's tid: every other thread has
 			// ended by now, this one too.
 			return false
@@ -186,7 +187,7 @@ func injector(p *Process) *thread {
 			if !th.pending {
 				return th
 			}
-			if ev := ptraceEvent(th.ws); ev == 0 || ev == unix.PTRACE_EVENT_STOP {
+			if ev := ptsys.Event(th.ws); ev == 0 || ev == unix.PTRACE_EVENT_STOP {
 				best = th
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -328,20 +329,20 @@ func launch(cmd *exec.Cmd, launcher string) (int, error) {
 // after any register change, an injected system call say). It waits for
 // the launcher alone: until the exec, nothing of the tracee can hit.
 func (t *Tracer) runToExec(pid int, path string) error {
-	if _, e := wait4(pid, &t.ws, wall|unix.WUNTRACED); e != 0 {
+	if _, e := ptsys.Wait4(pid, &t.ws, ptsys.WALL|unix.WUNTRACED); e != 0 {
 		return errno("wait for", pid, e)
 	}
 	if !t.ws.Stopped() {
 		return fmt.Errorf("ptrace: Start: launcher ended early (%v)", t.ws)
 	}
-	if e := ptraceRaw(unix.PTRACE_SEIZE, pid, 0, traceOptions); e != 0 {
+	if e := ptsys.Raw(unix.PTRACE_SEIZE, pid, 0, traceOptions); e != 0 {
 		return fmt.Errorf("ptrace: seize %d: %w", pid, e)
 	}
 	unix.Kill(pid, unix.SIGCONT)
 	// Serve the launcher until the exec event: group-stop notifications
 	// and the SIGCONT itself (which has no handler there).
 	for {
-		if _, e := wait4(pid, &t.ws, wall); e != 0 {
+		if _, e := ptsys.Wait4(pid, &t.ws, ptsys.WALL); e != 0 {
 			return errno("wait for", pid, e)
 		}
 		ws := t.ws
@@ -351,19 +352,19 @@ func (t *Tracer) runToExec(pid int, path string) error {
 			return fmt.Errorf("ptrace: Start: exec %s: %w", path, unix.Errno(ws.ExitStatus()))
 		case ws.Signaled():
 			return fmt.Errorf("ptrace: Start: launcher ended (%v)", ws)
-		case ptraceEvent(ws) == unix.PTRACE_EVENT_EXEC:
-			if e := ptraceRaw(unix.PTRACE_INTERRUPT, pid, 0, 0); e != 0 {
+		case ptsys.Event(ws) == unix.PTRACE_EVENT_EXEC:
+			if e := ptsys.Raw(unix.PTRACE_INTERRUPT, pid, 0, 0); e != 0 {
 				return errno("interrupt", pid, e)
 			}
-			cont(pid, 0)
-			if _, e := wait4(pid, &t.ws, wall); e != 0 || ptraceEvent(t.ws) != unix.PTRACE_EVENT_STOP {
+			ptsys.Cont(pid, 0)
+			if _, e := ptsys.Wait4(pid, &t.ws, ptsys.WALL); e != 0 || ptsys.Event(t.ws) != unix.PTRACE_EVENT_STOP {
 				return fmt.Errorf("ptrace: Start: no stop after exec (%v)", t.ws)
 			}
 			return nil
-		case ptraceEvent(ws) == unix.PTRACE_EVENT_STOP:
-			cont(pid, 0)
+		case ptsys.Event(ws) == unix.PTRACE_EVENT_STOP:
+			ptsys.Cont(pid, 0)
 		default:
-			cont(pid, int(ws.StopSignal()))
+			ptsys.Cont(pid, int(ws.StopSignal()))
 		}
 	}
 }
@@ -373,7 +374,7 @@ func (t *Tracer) runToExec(pid int, path string) error {
 func (t *Tracer) abort(cmd *exec.Cmd, pid int) {
 	unix.Kill(pid, unix.SIGKILL)
 	for {
-		if _, e := wait4(pid, &t.ws, wall); e != 0 || t.ws.Exited() || t.ws.Signaled() {
+		if _, e := ptsys.Wait4(pid, &t.ws, ptsys.WALL); e != 0 || t.ws.Exited() || t.ws.Signaled() {
 			break
 		}
 	}
@@ -451,7 +452,7 @@ func (p *Process) seizeAll() error {
 			}
 			// The options go with the seize: set after it, a clone the
 			// thread makes in between would give an untraced thread.
-			if e := ptraceRaw(unix.PTRACE_SEIZE, tid, 0, traceOptions); e != 0 {
+			if e := ptsys.Raw(unix.PTRACE_SEIZE, tid, 0, traceOptions); e != 0 {
 				if e == unix.ESRCH {
 					continue // exited meanwhile
 				}
@@ -557,7 +558,7 @@ func (p *Process) Insert(addr uint64, strategy Strategy, h Handler) (*Probe, err
 	default:
 	}
 	var pr *Probe
-	onTracer := unix.Gettid() == p.t.tid
+	onTracer := p.t.hand.On()
 	err := p.t.call(func(done func(error)) {
 		p.insert(addr, strategy, h, onTracer, func(q *Probe, err error) {
 			pr = q

@@ -1,6 +1,7 @@
 package ptrace
 
 import (
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"io"
 	"testing"
 	"unsafe"
@@ -17,13 +18,13 @@ func BenchmarkSyscall(b *testing.B) {
 	p, err := Start(cmd)
 	require.NoError(b, err)
 	defer func() { p.Detach(); cmd.Process.Kill() }()
-	pin(b, p.Tracer().tid)
+	pin(b, p.Tracer().hand.Tid())
 	pin(b, p.Pid())
 	t, tid := p.t, p.pid
 	th := p.threads[tid]
 	var rsp uint64
 	require.NoError(b, t.do(func() error {
-		getRegs(tid, &th.pregs)
+		ptsys.GetRegs(tid, &th.pregs)
 		rsp = th.pregs.Rsp - 64
 		return nil
 	}))
@@ -40,17 +41,17 @@ func BenchmarkSyscall(b *testing.B) {
 		})
 	}
 	var word uint64
-	run("getregs", func() { getRegs(tid, &th.pregs) })
-	run("setregs", func() { setRegs(tid, &th.pregs) })
-	run("getsiginfo", func() { getSiginfo(tid, &th.si) })
+	run("getregs", func() { ptsys.GetRegs(tid, &th.pregs) })
+	run("setregs", func() { ptsys.SetRegs(tid, &th.pregs) })
+	run("getsiginfo", func() { ptsys.GetSiginfo(tid, &th.si) })
 	run("peekuser-rip", func() {
-		ptraceRaw(unix.PTRACE_PEEKUSR, tid, uintptr(unsafe.Offsetof(th.pregs.Rip)), uintptr(unsafe.Pointer(&word)))
+		ptsys.Raw(unix.PTRACE_PEEKUSR, tid, uintptr(unsafe.Offsetof(th.pregs.Rip)), uintptr(unsafe.Pointer(&word)))
 	})
 	run("pokeuser-rip", func() {
-		ptraceRaw(unix.PTRACE_POKEUSR, tid, uintptr(unsafe.Offsetof(th.pregs.Rip)), uintptr(th.pregs.Rip))
+		ptsys.Raw(unix.PTRACE_POKEUSR, tid, uintptr(unsafe.Offsetof(th.pregs.Rip)), uintptr(th.pregs.Rip))
 	})
-	run("peekdata", func() { ptraceRaw(unix.PTRACE_PEEKDATA, tid, uintptr(rsp), uintptr(unsafe.Pointer(&word))) })
-	run("pokedata", func() { ptraceRaw(unix.PTRACE_POKEDATA, tid, uintptr(rsp), uintptr(word)) })
+	run("peekdata", func() { ptsys.Raw(unix.PTRACE_PEEKDATA, tid, uintptr(rsp), uintptr(unsafe.Pointer(&word))) })
+	run("pokedata", func() { ptsys.Raw(unix.PTRACE_POKEDATA, tid, uintptr(rsp), uintptr(word)) })
 	run("vm-read8", func() { p.mem.ReadUint(rsp, 8) })
 	run("vm-write8", func() { p.mem.WriteUint(rsp, 8, word) })
 }

@@ -1,6 +1,7 @@
 package ptrace
 
 import (
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -77,7 +78,7 @@ type thread struct {
 	pregs unix.PtraceRegs
 	orig  unix.PtraceRegs // as the stop left them
 	r     regs.Regs
-	si    siginfo
+	si    ptsys.Siginfo
 	hit   uint64 // the probe address while its handlers run or it waits to step
 	// stopAt is when the hit's stop was seen (see stillStopped).
 	stopAt time.Time
@@ -94,7 +95,7 @@ type thread struct {
 
 	// Signals that arrived while the thread was being stepped and could
 	// not be kept pending (see maskSignals), delivered after the fixup.
-	kept  [4]siginfo
+	kept  [4]ptsys.Siginfo
 	nkept int
 }
 
@@ -115,7 +116,7 @@ func (th *thread) still(all bool) bool {
 }
 
 // keep saves a signal that arrived while the thread was being stepped.
-func (th *thread) keep(si *siginfo) {
+func (th *thread) keep(si *ptsys.Siginfo) {
 	if th.nkept < len(th.kept) {
 		th.kept[th.nkept] = *si
 		th.nkept++
@@ -137,8 +138,8 @@ func (t *Tracer) resume(th *thread, sig int) {
 // resumes.
 func (t *Tracer) release(th *thread) {
 	if th.sig == 0 && th.nkept > 0 {
-		th.sig = int(th.kept[0].signo())
-		setSiginfo(th.tid, &th.kept[0])
+		th.sig = int(th.kept[0].Signo())
+		ptsys.SetSiginfo(th.tid, &th.kept[0])
 		copy(th.kept[:], th.kept[1:th.nkept])
 		th.nkept--
 	}
@@ -149,7 +150,7 @@ func (t *Tracer) release(th *thread) {
 	}
 	sig := th.sig
 	th.state, th.sig = running, 0
-	cont(th.tid, sig)
+	ptsys.Cont(th.tid, sig)
 	for i := 0; i < th.nkept; i++ {
 		requeue(th.tgid, th.tid, &th.kept[i])
 	}
@@ -158,13 +159,13 @@ func (t *Tracer) release(th *thread) {
 
 // requeue sends si's signal to thread tid again, with si where the kernel
 // lets a process give one.
-func requeue(tgid, tid int, si *siginfo) {
-	if c := si.code(); c < 0 && c != siTkill {
-		if rtTgsigqueueinfo(tgid, tid, si) == 0 {
+func requeue(tgid, tid int, si *ptsys.Siginfo) {
+	if c := si.Code(); c < 0 && c != ptsys.SITkill {
+		if ptsys.RtTgsigqueueinfo(tgid, tid, si) == 0 {
 			return
 		}
 	}
-	unix.Tgkill(tgid, tid, unix.Signal(si.signo()))
+	unix.Tgkill(tgid, tid, unix.Signal(si.Signo()))
 }
 
 // syncSignals are raised by an instruction itself: blocked while it runs,
@@ -180,11 +181,11 @@ const syncSignals = 1<<(unix.SIGSEGV-1) | 1<<(unix.SIGBUS-1) | 1<<(unix.SIGILL-1
 // call (ppoll, sigsuspend) has saved to restore, and a thread at an INT3
 // is in none.
 func (th *thread) maskSignals() {
-	if getSigmask(th.tid, &th.mask) != 0 {
+	if ptsys.GetSigmask(th.tid, &th.mask) != 0 {
 		return
 	}
 	m := th.mask | ^uint64(syncSignals)
-	if setSigmask(th.tid, &m) == 0 {
+	if ptsys.SetSigmask(th.tid, &m) == 0 {
 		th.masked = true
 	}
 }
@@ -192,7 +193,7 @@ func (th *thread) maskSignals() {
 // unmaskSignals puts back the mask maskSignals replaced.
 func (th *thread) unmaskSignals() {
 	if th.masked {
-		setSigmask(th.tid, &th.mask)
+		ptsys.SetSigmask(th.tid, &th.mask)
 		th.masked = false
 	}
 }

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,9 +23,7 @@ var ErrClosed = errors.New("ptrace: tracer closed")
 // attached through one Tracer are served by that thread, hits included, one
 // event at a time. Calls from other goroutines are handed to it.
 type Tracer struct {
-	reqs    chan func()
-	tid     int // the locked thread
-	done    chan struct{}
+	hand    *ptsys.Thread // the locked thread and the hand-off to it
 	closing bool
 	owned   bool // created by the package-level Start or Attach: closes with its process
 
@@ -76,8 +74,6 @@ func NewTracer() (*Tracer, error) {
 		return nil, err
 	}
 	t := &Tracer{
-		reqs:         make(chan func(), 16),
-		done:         make(chan struct{}),
 		sentinelPath: sentinel,
 		procs:        map[int]*Process{},
 		threads:      map[int]*thread{},
@@ -86,6 +82,7 @@ func NewTracer() (*Tracer, error) {
 		queue:        make([]report, 0, 64),
 	}
 	t.wake.fd = -1
+	t.hand = ptsys.NewThread(t.kick, ErrClosed)
 	ready := make(chan error, 1)
 	go t.loop(ready, 0)
 	if err := <-ready; err != nil {
@@ -100,9 +97,8 @@ func NewTracer() (*Tracer, error) {
 // takes longer than one report (a step, a world stop, a vfork) is a state
 // that a later report moves on.
 func (t *Tracer) loop(ready chan<- error, try int) {
-	runtime.LockOSThread()
-	t.tid = unix.Gettid()
-	if try < 16 && hasChildren(t.tid) {
+	t.hand.Lock()
+	if try < 16 && hasChildren(t.hand.Tid()) {
 		// The loop's wait4 would reap this thread's children, started
 		// before it became the tracer's (cmd.Start elsewhere in the
 		// program): their owner's Wait would find nothing. Returning
@@ -115,9 +111,9 @@ func (t *Tracer) loop(ready chan<- error, try int) {
 		return
 	}
 	ready <- nil
-	defer close(t.done)
+	defer t.hand.Close()
 	for {
-		t.drain()
+		t.hand.Drain()
 		if t.recheckDue.Swap(false) {
 			t.recheckWorlds()
 		}
@@ -132,7 +128,7 @@ func (t *Tracer) loop(ready chan<- error, try int) {
 			t.event(r.tid, r.ws)
 			continue
 		}
-		pid, e := wait4(-1, &t.ws, wall|wnothread)
+		pid, e := ptsys.Wait4(-1, &t.ws, ptsys.WALL|ptsys.WNOTHREAD)
 		if e != 0 {
 			// No child at all: the sentinel was killed and reaped, and
 			// no tracee is left. Another one keeps the wake-up working.
@@ -162,7 +158,7 @@ func (t *Tracer) fail(err error) {
 		p.end(nil, err)
 	}
 	t.closing = true
-	t.drain()
+	t.hand.Drain()
 }
 
 // startSentinel starts a sentinel and publishes its pidfd for kick.
@@ -180,7 +176,7 @@ func (t *Tracer) startSentinel() error {
 	}
 	if err != nil {
 		cmd.Process.Kill()
-		wait4(pid, &t.ws, wall)
+		ptsys.Wait4(pid, &t.ws, ptsys.WALL)
 		if fd >= 0 {
 			unix.Close(fd)
 		}
@@ -202,7 +198,7 @@ func (t *Tracer) startSentinel() error {
 // (a tracee may kill it), which gets it replaced.
 func (t *Tracer) sentinelReport(ws unix.WaitStatus) {
 	if ws.Stopped() {
-		cont(t.sentinel, 0)
+		ptsys.Cont(t.sentinel, 0)
 		return
 	}
 	if ws.Exited() || ws.Signaled() {
@@ -227,67 +223,22 @@ func (t *Tracer) stopSentinel() {
 		t.recheck.Stop()
 	}
 	for t.sentinel != 0 {
-		pid, e := wait4(t.sentinel, &t.ws, wall)
+		pid, e := ptsys.Wait4(t.sentinel, &t.ws, ptsys.WALL)
 		if e != 0 || (pid == t.sentinel && (t.ws.Exited() || t.ws.Signaled())) {
 			break
 		}
 	}
 }
 
-// drain runs the queued requests.
-func (t *Tracer) drain() {
-	for {
-		select {
-		case f := <-t.reqs:
-			f()
-		default:
-			return
-		}
-	}
-}
-
 // do runs f on the tracer thread and waits for it: inline when called from
 // that thread (from a handler, say), else handed over with a wake-up.
-func (t *Tracer) do(f func() error) error {
-	return t.call(func(done func(error)) { done(f()) })
-}
+func (t *Tracer) do(f func() error) error { return t.hand.Do(f) }
 
 // call runs f on the tracer thread and waits until f, or the event loop
 // later (once a world stop is held, say), calls done. Called on the tracer
 // thread (from a handler), it returns when f does: with done's error if
 // done came by then, else nil while the work completes after the handler.
-func (t *Tracer) call(f func(done func(error))) error {
-	if unix.Gettid() == t.tid {
-		var err error
-		f(func(e error) { err = e })
-		return err
-	}
-	errc := make(chan error, 1)
-	once := func(e error) {
-		select {
-		case errc <- e:
-		default:
-		}
-	}
-	select {
-	case <-t.done:
-		return ErrClosed
-	case t.reqs <- func() { f(once) }:
-	}
-	t.kick()
-	select {
-	case err := <-errc:
-		return err
-	case <-t.done:
-		// The loop may have finished f just before ending.
-		select {
-		case err := <-errc:
-			return err
-		default:
-			return ErrClosed
-		}
-	}
-}
+func (t *Tracer) call(f func(done func(error))) error { return t.hand.Call(f) }
 
 // kick wakes the tracer thread out of wait4 by signalling the sentinel. A
 // kick that finds the sentinel dead is not lost: its end wakes the loop,
@@ -325,7 +276,7 @@ func (t *Tracer) Close() error {
 		if errors.Is(err, ErrClosed) {
 			err = nil
 		}
-		<-t.done
+		<-t.hand.Done()
 	})
 	return err
 }

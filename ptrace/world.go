@@ -1,6 +1,7 @@
 package ptrace
 
 import (
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -66,7 +67,7 @@ func (t *Tracer) interruptAll(p *Process) {
 		if th.interrupted {
 			continue
 		}
-		if e := ptraceRaw(unix.PTRACE_INTERRUPT, th.tid, 0, 0); e != 0 {
+		if e := ptsys.Raw(unix.PTRACE_INTERRUPT, th.tid, 0, 0); e != 0 {
 			continue // dying: its end is reported
 		}
 		th.interrupted = true

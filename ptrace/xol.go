@@ -3,6 +3,7 @@ package ptrace
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/onetrap/onetrap/internal/ptsys"
 
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
@@ -352,7 +353,7 @@ func (t *Tracer) slotInUse(p *Process, slot uint64) bool {
 		if th.zombie || th.state == vforking || th.state == leaving {
 			continue
 		}
-		if th.state == listening || getRegs(th.tid, &r) != 0 {
+		if th.state == listening || ptsys.GetRegs(th.tid, &r) != 0 {
 			return true // cannot tell: keep it
 		}
 		if r.Rip >= slot && r.Rip < slot+slotSize {
