@@ -27,13 +27,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"unsafe"
 
-	"github.com/onetrap/onetrap/regs"
 	"golang.org/x/sys/unix"
+
+	"github.com/onetrap/onetrap/internal/ptsys"
+	"github.com/onetrap/onetrap/regs"
 )
 
 // The sandbox's fixed layout. Everything lies below 2 GiB so that 32-bit
@@ -157,11 +158,9 @@ func (o *Oracle) CPULength(code []byte) (int, error) {
 // its ptrace calls come from one locked OS thread, as ptrace requires; its
 // methods may be called from any goroutine but not concurrently.
 type Oracle struct {
-	req       chan func()
-	done      chan struct{}
+	hand      *ptsys.Thread // the tracer thread and the hand-off to it
 	closeOnce sync.Once
-
-	tid int // the tracer thread
+	stop      bool // set by Close: the tracer thread ends
 
 	// Owned by the tracer thread.
 	pid   int
@@ -176,9 +175,11 @@ type Oracle struct {
 	lenOut   Outcome
 }
 
+var errClosed = errors.New("fuzz: oracle closed")
+
 // NewOracle starts a sandbox. Close it when done.
 func NewOracle() (*Oracle, error) {
-	o := &Oracle{req: make(chan func()), done: make(chan struct{})}
+	o := &Oracle{hand: ptsys.NewThread(nil, errClosed)}
 	errc := make(chan error)
 	go o.loop(errc)
 	if err := <-errc; err != nil {
@@ -189,34 +190,25 @@ func NewOracle() (*Oracle, error) {
 
 // loop is the tracer thread: it starts the sandbox and then runs requests.
 func (o *Oracle) loop(errc chan<- error) {
-	runtime.LockOSThread()
-	// The thread stays locked to the end: it is the sandbox's tracer and
-	// must not be reused by other goroutines with a tracee attached.
+	o.hand.Lock()
 	pinToOneCPU()
-	o.tid = unix.Gettid()
 	if err := o.start(); err != nil {
 		o.kill()
 		errc <- err
 		return
 	}
 	errc <- nil
-	for f := range o.req {
-		f()
-		o.done <- struct{}{}
+	for !o.stop {
+		(<-o.hand.Requests())()
 	}
 	o.kill()
-	close(o.done)
+	o.hand.Close()
 }
 
 // do runs f on the tracer thread: directly when called there (from within
 // Do), through the tracer goroutine otherwise.
 func (o *Oracle) do(f func()) {
-	if unix.Gettid() == o.tid {
-		f()
-		return
-	}
-	o.req <- f
-	<-o.done
+	o.hand.Do(func() error { f(); return nil })
 }
 
 // Do runs f on the oracle's tracer thread, where Run and Length called from
@@ -228,8 +220,8 @@ func (o *Oracle) Do(f func()) { o.do(f) }
 // again does nothing.
 func (o *Oracle) Close() error {
 	o.closeOnce.Do(func() {
-		close(o.req)
-		<-o.done
+		o.hand.Do(func() error { o.stop = true; return nil })
+		<-o.hand.Done()
 	})
 	return nil
 }
@@ -340,9 +332,7 @@ func (o *Oracle) start() error {
 // at address at, and returns its result.
 func (o *Oracle) inject(at uint64, nr uintptr, a [6]uint64) (uint64, error) {
 	r := o.base
-	r.Rax, r.Orig_rax = uint64(nr), ^uint64(0)
-	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	r.Rip = at
+	ptsys.SyscallRegs(&r, at, uint64(nr), a[:]...)
 	if err := unix.PtraceSetRegs(o.pid, &r); err != nil {
 		return 0, fmt.Errorf("fuzz: PTRACE_SETREGS: %w", err)
 	}
@@ -450,7 +440,7 @@ func (o *Oracle) run(code []byte, st *State, out *Outcome, withMem bool) error {
 	}
 	// SYSEMU_SINGLESTEP: one instruction, and a syscall stops at its entry
 	// without running, so random registers can never reach the kernel.
-	if _, _, e := unix.RawSyscall6(unix.SYS_PTRACE, unix.PTRACE_SYSEMU_SINGLESTEP, uintptr(o.pid), 0, 0, 0, 0); e != 0 {
+	if e := ptsys.Raw(unix.PTRACE_SYSEMU_SINGLESTEP, o.pid, 0, 0); e != 0 {
 		return o.fail(fmt.Errorf("fuzz: PTRACE_SYSEMU_SINGLESTEP: %w", e))
 	}
 	var ws unix.WaitStatus
@@ -504,7 +494,7 @@ func (o *Oracle) run(code []byte, st *State, out *Outcome, withMem bool) error {
 }
 
 func (o *Oracle) siginfo(si *[128]byte) error {
-	if _, _, e := unix.RawSyscall6(unix.SYS_PTRACE, unix.PTRACE_GETSIGINFO, uintptr(o.pid), 0, uintptr(unsafe.Pointer(si)), 0, 0); e != 0 {
+	if e := ptsys.Raw(unix.PTRACE_GETSIGINFO, o.pid, 0, uintptr(unsafe.Pointer(si))); e != 0 {
 		return o.fail(fmt.Errorf("fuzz: PTRACE_GETSIGINFO: %w", e))
 	}
 	return nil
