@@ -1,6 +1,8 @@
 // Package decode turns the bytes of one x86-64 instruction into an Insn:
 // its exact length, its operands normalised for execution, and how a probe
-// on it runs (Emulate, OutOfLine or Reject with a reason).
+// on it may run (its Verdict: a copy can run it, only an emulator can, or
+// nothing can, with a reason). Whether an emulator runs it is package emu's
+// to say, since the emulated forms are the emulator's own rule.
 //
 // Decoding happens once, when a probe is inserted, so it may take its time
 // and allocate; the Insn it returns is all a hit needs. Two decoders are
@@ -24,7 +26,7 @@ const MaxLen = 15
 // Error reports bytes that are not an instruction Decode can measure with
 // certainty: undefined or truncated encodings, unsupported encodings (XOP,
 // APX), or a disagreement between the two decoders. It is distinct from an
-// Insn whose Kind is Reject, which is a well-understood instruction that
+// Insn whose Verdict is Refused, which is a well-understood instruction that
 // cannot run under a probe.
 type Error struct {
 	Addr      uint64
@@ -70,7 +72,7 @@ func Decode(code []byte, pc uint64) (*Insn, error) {
 	}
 	if p.attr&aInv != 0 {
 		in.name = invalidNames[p.op]
-		in.Kind = Reject
+		in.Verdict = Refused
 		in.Reason = fmt.Sprintf("%s: invalid in 64-bit mode", in.name)
 		in.Uses = 0xffff
 		return in, nil
@@ -186,8 +188,8 @@ func isWideNOP(p *parsed, code []byte) bool {
 // looks for REX.B right after the legacy prefixes, and would find the
 // ignored one in front of them and pick the wrong register.
 func (in *Insn) strayREXRule(p *parsed) {
-	if p.stray != 0 && in.RIPRel && in.Kind == OutOfLine {
-		in.Kind = Reject
+	if p.stray != 0 && in.RIPRel && in.Verdict == CanRun {
+		in.Verdict = EmulateOnly
 		name := in.mnemonic()
 		if in.Inst.Op == 0 {
 			name = fmt.Sprintf("instruction [% x]", in.Code())
@@ -213,7 +215,7 @@ func (in *Insn) fallback(p *parsed, code []byte, fail func(string, bool) (*Insn,
 	}
 	in.Uses = 0xffff
 	in.Lock = p.lock
-	in.Kind = OutOfLine
+	in.Verdict = CanRun
 	in.Reason = "instruction not known to the disassembler: it runs out of line with the length measured by the opcode tables"
 	if p.hasMem() {
 		in.locateRIP(p, code)
@@ -231,7 +233,7 @@ func (in *Insn) fallback(p *parsed, code []byte, fail func(string, bool) (*Insn,
 		in.strayREXRule(p)
 		return in, nil
 	}
-	in.Kind, in.Reason = Reject, fmt.Sprintf("instruction [% x]: %s", in.Code(), why)
+	in.Verdict, in.Reason = Refused, fmt.Sprintf("instruction [% x]: %s", in.Code(), why)
 	return in, nil
 }
 
@@ -396,7 +398,7 @@ func (in *Insn) immSize(i int, p *parsed) uint8 {
 }
 
 // finish fills the fields that do not depend on x86asm's operands' form and
-// chooses the Kind.
+// reaches the Verdict.
 func (in *Insn) finish(p *parsed) {
 	in.Flow = flowOf(in)
 	in.Cond = condOf(p)
@@ -404,40 +406,29 @@ func (in *Insn) finish(p *parsed) {
 	in.Lock = p.lock || (in.Op == x86asm.XCHG && (in.Args[0].Kind == ArgMem || in.Args[1].Kind == ArgMem))
 	in.Uses = uses(in)
 	if in.Inst.Op == 0 && in.Op == x86asm.NOP {
-		in.Kind, in.Reason = Emulate, ""
-		if ok, why := emulable(in); !ok {
-			in.Kind, in.Reason = OutOfLine, why
-		}
+		in.Verdict = CanRun // ENDBR
 		return
 	}
 	if in.RIPRel && p.addr32 {
-		in.Kind, in.Reason = Reject, fmt.Sprintf("%s: eip-relative operand (67 prefix with rip-relative addressing)", in.mnemonic())
+		in.Verdict, in.Reason = Refused, fmt.Sprintf("%s: eip-relative operand (67 prefix with rip-relative addressing)", in.mnemonic())
 		return
 	}
 	if why := rejectReason(in, p); why != "" {
-		in.Kind, in.Reason = Reject, fmt.Sprintf("%s: %s", in.mnemonic(), why)
+		in.Verdict, in.Reason = Refused, fmt.Sprintf("%s: %s", in.mnemonic(), why)
 		return
 	}
 	if p.lock && !lockable(in) {
-		in.Kind, in.Reason = Reject, fmt.Sprintf("%s: lock prefix on an instruction that cannot be locked (the CPU raises #UD)", in.mnemonic())
+		in.Verdict, in.Reason = Refused, fmt.Sprintf("%s: lock prefix on an instruction that cannot be locked (the CPU raises #UD)", in.mnemonic())
 		return
 	}
 	if in.Lock {
-		in.Kind, in.Reason = OutOfLine, "locked: another thread may access the memory at the same time, so the CPU must do it atomically"
+		in.Verdict, in.Reason = CanRun, "locked: another thread may access the memory at the same time, so the CPU must do it atomically"
 		return
 	}
-	if ok, why := emulable(in); ok {
-		in.Kind, in.Reason = Emulate, ""
-		return
-	} else if why != "" {
-		in.Reason = why
-	} else {
-		in.Reason = "not in the emulated set"
-	}
-	in.Kind = OutOfLine
+	in.Verdict = CanRun
 	switch in.Flow {
 	case FlowJump, FlowCondJump, FlowCall:
-		in.Kind, in.Reason = Reject, fmt.Sprintf("%s: relative branch that is not emulated: a copy would branch relative to the slot", in.mnemonic())
+		in.Verdict, in.Reason = EmulateOnly, fmt.Sprintf("%s: relative branch that is not emulated: a copy would branch relative to the slot", in.mnemonic())
 		return
 	}
 	switch in.Op {

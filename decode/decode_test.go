@@ -171,7 +171,7 @@ func TestNormalisation(t *testing.T) {
 			assert.Equal(t, tt.uses, in.Uses, "Uses %016b", in.Uses)
 			assert.Equal(t, tt.modrm, in.ModRMOff, "ModRMOff")
 			assert.False(t, in.RIPRel)
-			assert.NotEqual(t, Reject, in.Kind, in.Reason)
+			assert.NotEqual(t, Refused, in.Verdict, in.Reason)
 		})
 	}
 }
@@ -237,7 +237,7 @@ func TestRIPRelative(t *testing.T) {
 				assert.True(t, found, "no memory operand")
 				assert.Contains(t, in.String(), "rip")
 			}
-			assert.NotEqual(t, Reject, in.Kind, in.Reason)
+			assert.NotEqual(t, Refused, in.Verdict, in.Reason)
 		})
 	}
 }
@@ -333,19 +333,15 @@ func TestEndbr(t *testing.T) {
 			assert.Equal(t, FlowNone, in.Flow)
 			assert.False(t, in.Lock)
 			assert.False(t, in.RIPRel)
-			ok, _ := emulable(in)
-			if ok {
-				assert.Equal(t, Emulate, in.Kind)
-			} else {
-				assert.Equal(t, OutOfLine, in.Kind)
-			}
+			assert.Equal(t, CanRun, in.Verdict)
+			assert.Empty(t, in.Reason)
 		})
 	}
 	for _, code := range []string{"f3 48 0f 1e c8", "f3 48 0f 1e fa", "66 f3 0f 1e fa", "f3 f3 0f 1e fa"} {
 		// rdsspq rax, and end-branch markers with extra prefixes
 		in := mustDecode(t, code)
 		assert.NotEqual(t, x86asm.NOP, in.Op, code)
-		assert.NotEqual(t, Emulate, in.Kind, code)
+		assert.NotEqual(t, Refused, in.Verdict, code)
 		assert.Equal(t, len(hx(t, code)), in.Len, code)
 	}
 }
@@ -383,10 +379,9 @@ func TestUnknownToX86asm(t *testing.T) {
 			in := mustDecode(t, tt.code)
 			code := hx(t, tt.code)
 			assert.Equal(t, len(code), in.Len)
-			assert.NotEqual(t, Emulate, in.Kind)
-			assert.NotEqual(t, Reject, in.Kind, in.Reason)
-			assert.NotEmpty(t, in.Reason)
+			assert.Equal(t, CanRun, in.Verdict, in.Reason)
 			if in.Inst.Op == 0 {
+				assert.Contains(t, in.Reason, "not known to the disassembler")
 				assert.Equal(t, uint16(0xffff), in.Uses, "unknown instructions use every register")
 				assert.Equal(t, x86asm.Op(0), in.Op)
 				assert.Contains(t, in.String(), "unknown")
@@ -694,7 +689,7 @@ func TestReject(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
 			in := mustDecode(t, tt.code)
-			assert.Equal(t, Reject, in.Kind, "Kind %v: %s", in.Kind, in.Reason)
+			assert.Equal(t, Refused, in.Verdict, "%v: %s", in.Verdict, in.Reason)
 			assert.Contains(t, in.Reason, tt.why)
 			assert.Equal(t, len(hx(t, tt.code)), in.Len)
 			assert.NotContains(t, in.Reason, "unknown to the disassembler", "the reason names the instruction")
@@ -702,20 +697,14 @@ func TestReject(t *testing.T) {
 	}
 }
 
-// TestRel8NotEmulated checks that jrcxz, jecxz and loop*, whose rel8 cannot
-// reach from the out-of-line area, are either emulated or rejected.
-func TestRel8NotEmulated(t *testing.T) {
+// TestRel8EmulateOnly checks that jrcxz, jecxz and loop*, whose rel8 cannot
+// reach from the out-of-line area, are left to an emulator.
+func TestRel8EmulateOnly(t *testing.T) {
 	for _, code := range []string{"e3 10", "67 e3 10", "e2 10", "e1 10", "e0 10", "74 10", "eb 10"} {
 		t.Run(code, func(t *testing.T) {
 			in := mustDecode(t, code)
-			require.NotEqual(t, OutOfLine, in.Kind, "a rel8 branch cannot run from a copy")
-			ok, why := emulable(in)
-			if ok {
-				assert.Equal(t, Emulate, in.Kind)
-			} else {
-				assert.Equal(t, Reject, in.Kind)
-				assert.NotEmpty(t, in.Reason, why)
-			}
+			require.Equal(t, EmulateOnly, in.Verdict, "a rel8 branch cannot run from a copy")
+			assert.NotEmpty(t, in.Reason)
 		})
 	}
 }
@@ -737,7 +726,8 @@ var lockTests = []struct {
 	{"48 0f c1 0b", false}, // xadd without lock
 }
 
-// TestLock checks that locked instructions are never emulated.
+// TestLock checks that locked instructions run from a copy, which the CPU
+// runs atomically.
 func TestLock(t *testing.T) {
 	tests := lockTests
 
@@ -746,7 +736,7 @@ func TestLock(t *testing.T) {
 			in := mustDecode(t, tt.code)
 			assert.Equal(t, tt.lock, in.Lock)
 			if tt.lock {
-				assert.Equal(t, OutOfLine, in.Kind)
+				assert.Equal(t, CanRun, in.Verdict)
 				assert.Contains(t, in.Reason, "lock")
 			}
 		})
@@ -757,33 +747,36 @@ func TestLock(t *testing.T) {
 func TestSyscall(t *testing.T) {
 	in := mustDecode(t, "0f 05")
 	assert.Equal(t, x86asm.SYSCALL, in.Op)
-	assert.Equal(t, OutOfLine, in.Kind)
+	assert.Equal(t, CanRun, in.Verdict)
 	assert.Contains(t, in.Reason, "rcx")
 	assert.Equal(t, uint16(0xffff), in.Uses)
 }
 
-// TestKindRule checks, over every instruction of the tables above, the rule
-// that chooses the Kind: Emulate exactly when not rejected, not locked and
-// emulable; a reason whenever not emulated.
-func TestKindRule(t *testing.T) {
+// TestVerdictRule checks, over every instruction of the tables above, that
+// every refusal says why, and that only relative branches and rip-relative
+// operands (whose copy cannot be relocated with certainty) are left to an
+// emulator alone.
+func TestVerdictRule(t *testing.T) {
 	for _, code := range allCases() {
 		in, err := Decode(hx(t, code), pc)
 		if err != nil {
 			continue
 		}
-		if in.Kind == Reject {
-			assert.NotEmpty(t, in.Reason, code)
-			continue
-		}
-		ok, _ := emulable(in)
-		want := ok && !in.Lock
-		assert.Equal(t, want, in.Kind == Emulate, "%s: %s kind %v", code, in, in.Kind)
-		if in.Kind != Emulate {
-			assert.NotEmpty(t, in.Reason, code)
-		} else {
-			assert.Empty(t, in.Reason, code)
-		}
 		assert.NotEmpty(t, in.String(), code)
+		switch in.Verdict {
+		case Refused:
+			assert.NotEmpty(t, in.Reason, code)
+		case EmulateOnly:
+			assert.NotEmpty(t, in.Reason, code)
+			rel := in.Flow == FlowJump || in.Flow == FlowCondJump || in.Flow == FlowCall
+			assert.True(t, rel || in.RIPRel, "%s: %s", code, in)
+		case CanRun:
+			if in.Lock {
+				assert.Contains(t, in.Reason, "lock", code)
+			}
+		default:
+			t.Errorf("%s: verdict %v", code, in.Verdict)
+		}
 	}
 }
 

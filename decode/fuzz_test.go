@@ -37,11 +37,11 @@ func FuzzDecode(f *testing.F) {
 		if string(in.Code()) != string(data[:in.Len]) {
 			t.Fatalf("% x: bytes % x", data, in.Code())
 		}
-		if in.Kind > Emulate {
-			t.Fatalf("% x: kind %v", data, in.Kind)
+		if in.Verdict > CanRun {
+			t.Fatalf("% x: verdict %v", data, in.Verdict)
 		}
-		if in.Kind != Emulate && in.Reason == "" {
-			t.Fatalf("% x: %v without a reason", data, in.Kind)
+		if in.Verdict != CanRun && in.Reason == "" {
+			t.Fatalf("% x: %v without a reason", data, in.Verdict)
 		}
 		if in.RIPRel && (in.DispOff <= 0 || in.DispOff+4 > in.Len || in.ModRMOff < 0 || in.ModRMOff >= in.DispOff) {
 			t.Fatalf("% x: rip-relative recipe DispOff %d ModRMOff %d", data, in.DispOff, in.ModRMOff)

@@ -6,30 +6,38 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 )
 
-// Kind is how a probed instruction is executed on a hit.
-type Kind uint8
+// Verdict is the decoder's judgement of an instruction under a probe: can a
+// copy of it run out of line, can only an emulator run it, or can nothing.
+// Whether an emulator does run it is for that emulator to say
+// (emu.Supports): the rule of what is emulated lives with the code that
+// emulates.
+type Verdict uint8
 
-// Strategies, from most refused to cheapest.
+// Verdicts, from most refused to most permissive.
 const (
-	// Reject: the instruction cannot run safely under a probe; Insn.Reason says why.
-	Reject Kind = iota
-	// OutOfLine: the instruction runs from a copy in the tracee's XOL area.
-	OutOfLine
-	// Emulate: emu.Step applies the instruction to registers and memory.
-	Emulate
+	// Refused: no probe can run the instruction; Insn.Reason says why.
+	Refused Verdict = iota
+	// EmulateOnly: a copy cannot stand in for the instruction (a relative
+	// branch would branch relative to the copy), so it can be probed only
+	// where an emulator runs it; Insn.Reason says why it is refused
+	// otherwise.
+	EmulateOnly
+	// CanRun: a copy of the instruction can run out of line, when an
+	// emulator does not run it instead.
+	CanRun
 )
 
-// String names the kind in lower case, for logs and reports.
-func (k Kind) String() string {
-	switch k {
-	case Reject:
-		return "reject"
-	case OutOfLine:
-		return "outofline"
-	case Emulate:
-		return "emulate"
+// String names the verdict in lower case, for logs and reports.
+func (v Verdict) String() string {
+	switch v {
+	case Refused:
+		return "refused"
+	case EmulateOnly:
+		return "emulateonly"
+	case CanRun:
+		return "canrun"
 	}
-	return fmt.Sprintf("Kind(%d)", uint8(k))
+	return fmt.Sprintf("Verdict(%d)", uint8(v))
 }
 
 // ArgKind says what an Arg is.
@@ -118,11 +126,15 @@ type Insn struct {
 	// Flow is the instruction's control-flow class.
 	Flow Flow
 	// Lock is set for a LOCK prefix and for instructions that lock
-	// implicitly (xchg with memory): such instructions are never emulated.
+	// implicitly (xchg with memory): only the CPU makes them atomic, so
+	// they run from a copy.
 	Lock bool
 
-	Kind   Kind
-	Reason string // why Reject; for OutOfLine, why not Emulate
+	Verdict Verdict
+	// Reason says why the Verdict is Refused or EmulateOnly; for CanRun it
+	// is empty unless the copy needs a word of explanation (locked, a
+	// system call, an instruction the disassembler does not know).
+	Reason string
 
 	// The out-of-line recipe.
 

@@ -96,7 +96,7 @@ func TestObjdumpBoundariesLibc(t *testing.T) {
 		}
 	}
 	data := map[*elf.Section][]byte{}
-	var total, rejected, undecoded, outOfLine, mismatches, rejectedMismatches int
+	var total, rejected, undecoded, copyable, mismatches, rejectedMismatches int
 	var firstMismatch []string
 	for _, fb := range bodies {
 		var sec *elf.Section
@@ -132,7 +132,7 @@ func TestObjdumpBoundariesLibc(t *testing.T) {
 			next := in.Next()
 			switch {
 			case next < end && !has(starts, next):
-				if in.Kind == Reject {
+				if in.Verdict == Refused {
 					rejectedMismatches++
 				} else {
 					mismatches++
@@ -141,16 +141,16 @@ func TestObjdumpBoundariesLibc(t *testing.T) {
 					}
 				}
 				next = nextStart(starts, pc, end)
-			case in.Kind == Reject:
+			case in.Verdict == Refused:
 				rejected++
-			case in.Kind == OutOfLine:
-				outOfLine++
+			case in.Verdict == CanRun:
+				copyable++
 			}
 			pc = next
 		}
 	}
-	t.Logf("libc: %d functions, %d instructions, %d out of line, %d rejected, %d undecoded, %d boundary mismatches (%d more on rejected instructions)",
-		len(bodies), total, outOfLine, rejected, undecoded, mismatches, rejectedMismatches)
+	t.Logf("libc: %d functions, %d instructions, %d that a copy can run, %d refused, %d undecoded, %d boundary mismatches (%d more on rejected instructions)",
+		len(bodies), total, copyable, rejected, undecoded, mismatches, rejectedMismatches)
 	require.Greater(t, total, 100000, "too few instructions decoded: the walk is broken")
 	require.Zero(t, mismatches, "boundary disagreements with objdump:\n%s", strings.Join(firstMismatch, "\n"))
 	require.Zero(t, undecoded, "instructions objdump decodes but Decode does not:\n%s", strings.Join(firstMismatch, "\n"))
@@ -226,7 +226,7 @@ func compareEveryInstruction(t *testing.T, file string) (st objdumpStats, report
 				continue
 			}
 			if in.Next() != next {
-				if in.Kind == Reject {
+				if in.Verdict == Refused {
 					st.rejectedMismatches++
 					continue
 				}
@@ -254,7 +254,7 @@ func TestObjdumpTableCases(t *testing.T) {
 	var cases []placed
 	for _, code := range allCases() {
 		in, err := Decode(hx(t, code), 0)
-		if err != nil || in.Kind == Reject {
+		if err != nil || in.Verdict == Refused {
 			continue
 		}
 		if in.Code()[0] >= 0x40 && in.Code()[0] <= 0x4f && in.Len > 1 && isLegacyPrefix(in.Code()[1]) {

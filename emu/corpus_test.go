@@ -148,12 +148,12 @@ func corpusState(rng *rand.Rand) regs.Regs {
 	return r
 }
 
-// The decoder's Kind and Step agree on every instruction of a large corpus:
-// Emulate exactly when Step does not answer ErrNotEmulated. Step never
+// Supports and Step agree on every instruction of a large corpus: Supports
+// says yes exactly when Step does not answer ErrNotEmulated. Step never
 // panics (an InternalError would say it did), changes nothing when it fails,
 // writes memory at most once, and never touches registers other than the
 // general ones, rip and the status flags.
-func TestEmulableMatchesStep(t *testing.T) {
+func TestSupportsMatchesStep(t *testing.T) {
 	var corpus [][]byte
 	corpus = append(corpus, tableCode(t)...)
 	for _, path := range []string{"/usr/lib/x86_64-linux-gnu/libc.so.6", goBinary()} {
@@ -183,7 +183,7 @@ func TestEmulableMatchesStep(t *testing.T) {
 			}
 			seen[key] = true
 			nInsn++
-			if in.Kind == decode.Emulate {
+			if ok, _ := emu.Supports(in); ok {
 				nEmulate++
 			}
 			for trial := 0; trial < 2; trial++ {
@@ -209,7 +209,7 @@ const (
 )
 
 // checkStep runs Step on in from r and checks what must hold whatever the
-// instruction: Kind and Step agree on what is emulated, Step does not panic
+// instruction: Supports and Step agree on what is emulated, Step does not panic
 // (an InternalError would say it did), a failed Step changes nothing, a
 // successful one writes memory at most once and changes only the general
 // registers, rip and the status flags.
@@ -222,8 +222,8 @@ func checkStep(t testing.TB, in *decode.Insn, r regs.Regs, m *countingMem) outco
 	if errors.As(err, &ie) {
 		t.Fatalf("% x (%v): %v", in.Code(), in, err)
 	}
-	if (in.Kind == decode.Emulate) == errors.Is(err, emu.ErrNotEmulated) {
-		t.Fatalf("% x (%v): kind %v (%s) but Step says %v", in.Code(), in, in.Kind, in.Reason, err)
+	if ok, why := emu.Supports(in); ok == errors.Is(err, emu.ErrNotEmulated) {
+		t.Fatalf("% x (%v): Supports says %v (%s) but Step says %v", in.Code(), in, ok, why, err)
 	}
 	if err != nil {
 		if r != before || m.writes != 0 {

@@ -151,7 +151,8 @@ func samePages(t testing.TB, want, got *memio.Pages, msg string) {
 
 func runCase(t *testing.T, c *tcase) {
 	in := decodeHex(t, c.code, codeAt)
-	require.Equal(t, decode.Emulate, in.Kind, "%v: %s", in, in.Reason)
+	ok, why := emu.Supports(in)
+	require.True(t, ok, "%v: %s", in, why)
 	r, p := c.setup(t)
 	before := r
 	wantMem := p.Clone()
@@ -500,7 +501,8 @@ func TestConditions(t *testing.T) {
 		}
 		for _, form := range forms {
 			in := decodeHex(t, form.code, codeAt)
-			require.Equal(t, decode.Emulate, in.Kind, form.code)
+			ok, why := emu.Supports(in)
+			require.True(t, ok, "%s: %s", form.code, why)
 			for bitsSet := 0; bitsSet < 32; bitsSet++ {
 				cf, pf, zf, sf, of := bitsSet&1 != 0, bitsSet&2 != 0, bitsSet&4 != 0, bitsSet&8 != 0, bitsSet&16 != 0
 				var r regs.Regs
@@ -598,7 +600,8 @@ func TestFaults(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			in := decodeHex(t, c.code, codeAt)
-			require.Equal(t, decode.Emulate, in.Kind, in.Reason)
+			ok, why := emu.Supports(in)
+			require.True(t, ok, why)
 			tc := tcase{code: c.code, regs: c.regs, flags: c.flags, mem: c.mem}
 			r, p := tc.setup(t)
 			before, memBefore := r, p.Clone()
@@ -659,7 +662,9 @@ func TestNotEmulated(t *testing.T) {
 				t.Logf("%s does not decode: %v", code, err)
 				return
 			}
-			assert.NotEqual(t, decode.Emulate, in.Kind, "%v", in)
+			ok, why := emu.Supports(in)
+			assert.False(t, ok, "%v", in)
+			assert.NotEmpty(t, why, "%v", in)
 			tc := tcase{regs: kv{x86asm.RAX: data}}
 			r, p := tc.setup(t)
 			before, memBefore := r, p.Clone()

@@ -27,7 +27,7 @@ const StatusFlags = statusFlags
 // of shifts unchanged. DefinedFlags returns 0 for an
 // instruction that Step does not emulate.
 func DefinedFlags(in *decode.Insn, r *regs.Regs) uint64 {
-	if in == nil || in.Kind != decode.Emulate {
+	if ok, _ := Supports(in); !ok {
 		return 0
 	}
 	switch in.Op {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/emu"
 )
 
 // FormStats counts what became of one form's encodings.
@@ -111,12 +112,12 @@ func (c *Campaign) One(f *Form) error {
 		if lerr == nil && n != in.Len {
 			c.Mismatches++
 			c.report(&Mismatch{Form: f.Name, Code: e.Code, Text: insnText(in),
-				Why: []string{fmt.Sprintf("decode measures %d bytes, the CPU %d (kind %v)", in.Len, n, in.Kind)}})
+				Why: []string{fmt.Sprintf("decode measures %d bytes, the CPU %d (%v)", in.Len, n, in.Verdict)}})
 		}
 		return nil
 	}
-	if in.Kind != decode.Emulate {
-		s.Other[in.Kind.String()+": "+in.Reason]++
+	if ok, why := emu.Supports(in); !ok {
+		s.Other[in.Verdict.String()+": "+why]++
 		return nil
 	}
 	c.Gen.Prepare(in, &c.st)

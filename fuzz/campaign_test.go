@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/emu"
 	"github.com/onetrap/onetrap/regs"
 
 	"github.com/stretchr/testify/assert"
@@ -73,7 +74,8 @@ func TestCheckerCatchesWrongEmulation(t *testing.T) {
 			tt.setup(st)
 			in, err := decode.Decode(tt.decoded, st.Regs.RIP)
 			require.NoError(t, err)
-			require.Equal(t, decode.Emulate, in.Kind, in.Reason)
+			ok, why := emu.Supports(in)
+			require.True(t, ok, why)
 			require.Equal(t, len(tt.run), in.Len)
 			copy(in.Bytes[:], tt.run)
 			m, err := ch.Check(in, st)
@@ -126,9 +128,9 @@ func replay(t *testing.T, ch *Checker, c *Case) {
 	in, err := decode.Decode(c.Code, c.Start.Regs.RIP)
 	require.NoError(t, err)
 	require.Equal(t, len(c.Code), in.Len, "decoded length")
-	if in.Kind != decode.Emulate {
+	if ok, why := emu.Supports(in); !ok {
 		// Refusing to emulate is a valid fix: the CPU runs it.
-		t.Logf("no longer emulated: %v: %s", in.Kind, in.Reason)
+		t.Logf("no longer emulated: %v: %s", in.Verdict, why)
 		return
 	}
 	m, err := ch.Check(in, &c.Start)
@@ -161,7 +163,10 @@ func TestReproducerRoundTrip(t *testing.T) {
 	for _, f := range Forms[:40] {
 		e := g.Encode(f)
 		in, err := decode.Decode(e.Code, e.RIP)
-		if err != nil || in.Kind != decode.Emulate {
+		if err != nil {
+			continue
+		}
+		if ok, _ := emu.Supports(in); !ok {
 			continue
 		}
 		c := Case{Name: f.Name, Code: e.Code}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/emu"
 )
 
 // TestSSE4aSpaceAgainstCPU walks 0f 78 and 0f 79 under every combination of
@@ -36,7 +37,7 @@ func TestSSE4aSpaceAgainstCPU(t *testing.T) {
 					case derr != nil:
 						errs++
 						assert.ErrorIs(t, cerr, ErrIllegal, "decode refuses what the CPU runs (%d bytes): %v", n, derr)
-					case in.Kind == decode.Reject:
+					case in.Verdict == decode.Refused:
 						assert.Contains(t, in.Reason, "VMX")
 						assert.ErrorIs(t, cerr, ErrIllegal, "VMX instructions fault in user mode")
 					default:
@@ -81,7 +82,7 @@ func TestCornersAgainstCPU(t *testing.T) {
 			n, err := o.Length(code)
 			require.NoError(t, err)
 			require.Equal(t, n, in.Len, "%v", in)
-			if in.Kind != decode.Emulate {
+			if ok, _ := emu.Supports(in); !ok {
 				return
 			}
 			emulated++

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/emu"
 )
 
 // place decodes code where it ends at the last byte of the code page (the
@@ -49,7 +50,7 @@ func FuzzEmulate(f *testing.F) {
 	var st State
 	f.Fuzz(func(t *testing.T, code []byte, seed uint64) {
 		in := place(code)
-		if in == nil || in.Kind != decode.Emulate {
+		if ok, _ := emu.Supports(in); !ok {
 			return
 		}
 		g := &Gen{R: rand.New(rand.NewPCG(seed, ^seed))}
@@ -67,7 +68,7 @@ func FuzzEmulate(f *testing.F) {
 	})
 }
 
-// FuzzLength has the CPU measure any bytes that decode does not reject.
+// FuzzLength has the CPU measure any bytes that decode does not refuse.
 func FuzzLength(f *testing.F) {
 	for _, s := range [][]byte{
 		{0x48, 0x01, 0xd8}, {0xf3, 0x0f, 0x1e, 0xfa}, {0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00},
@@ -84,7 +85,7 @@ func FuzzLength(f *testing.F) {
 	o := oracle(f)
 	f.Fuzz(func(t *testing.T, code []byte) {
 		in := place(code)
-		if in == nil || in.Kind == decode.Reject {
+		if in == nil || in.Verdict == decode.Refused {
 			return
 		}
 		n, err := o.CPULength(in.Code())

@@ -64,7 +64,7 @@ type LengthChecker struct {
 	seen map[string]int // encoding -> CPU length, or -1 for SIGILL
 }
 
-// Check decodes code at pc and, unless decode rejects it or fails, checks
+// Check decodes code at pc and, unless decode refuses it or fails, checks
 // its length with the CPU. It returns the decoded instruction, or nil when
 // decoding failed.
 func (l *LengthChecker) Check(file string, code []byte, pc uint64) (*decode.Insn, error) {
@@ -74,7 +74,7 @@ func (l *LengthChecker) Check(file string, code []byte, pc uint64) (*decode.Insn
 		return nil, nil
 	}
 	l.Stats.Insns++
-	if in.Kind == decode.Reject {
+	if in.Verdict == decode.Refused {
 		l.Stats.Rejected++
 		return in, nil
 	}

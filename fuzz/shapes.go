@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/emu"
 )
 
 // Shape names what an emulated instruction does in the decoder's terms: the
@@ -69,7 +70,10 @@ func EmulatedShapes(prefixes [][]byte) map[string][]byte {
 					if err == nil && modrm == 0 && in.ModRMOff < 0 {
 						modrm = 255 // no ModRM byte: the rest are the same instruction
 					}
-					if err != nil || in.Kind != decode.Emulate {
+					if err != nil {
+						continue
+					}
+					if ok, _ := emu.Supports(in); !ok {
 						continue
 					}
 					s := Shape(in)

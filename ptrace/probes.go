@@ -8,6 +8,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/emu"
 	"github.com/onetrap/onetrap/memio"
 )
 
@@ -117,7 +118,7 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 	if err != nil {
 		return nil, &RefusedError{Addr: addr, Reason: err.Error(), Err: err}
 	}
-	if in.Kind == decode.Reject {
+	if emulated, _ := emu.Supports(in); in.Verdict == decode.Refused || in.Verdict == decode.EmulateOnly && !emulated {
 		return nil, refuse(addr, in, "%s", in.Reason)
 	}
 	for _, o := range p.sites {
@@ -174,12 +175,13 @@ func (p *Process) remove(pr *Probe) error {
 // when it needs one. See Auto for the cost model.
 func (p *Process) choose(s *site, strategy Strategy, final bool) error {
 	in, addr := s.insn, s.addr
+	emulated, whyNot := emu.Supports(in)
 	boost, _ := canBoost(in)
 	auto := strategy == Auto
 	switch strategy {
 	case Auto:
 		switch {
-		case in.Kind == decode.Emulate && (!touchesMemory(in) || !boost || p.cfg.noXOL):
+		case emulated && (!touchesMemory(in) || !boost || p.cfg.noXOL):
 			strategy = Emulate
 		case p.cfg.noXOL:
 			strategy = SingleStep
@@ -189,8 +191,8 @@ func (p *Process) choose(s *site, strategy Strategy, final bool) error {
 			strategy = OutOfLine
 		}
 	case Emulate:
-		if in.Kind != decode.Emulate {
-			return refuse(addr, in, "cannot be emulated: %s", in.Reason)
+		if !emulated {
+			return refuse(addr, in, "cannot be emulated: %s", whyNot)
 		}
 	case Boost:
 		if ok, why := canBoost(in); !ok {
@@ -223,7 +225,7 @@ func (p *Process) choose(s *site, strategy Strategy, final bool) error {
 	if err := p.t.prepareSlot(p, x, s, strategy == Boost); err != nil {
 		return err
 	}
-	if auto && strategy == Boost && !s.boosted && in.Kind == decode.Emulate {
+	if auto && strategy == Boost && !s.boosted && emulated {
 		// Emulation, with the slot for its fallback, beats stepping.
 		s.strategy = Emulate
 	} else if strategy == Boost && !s.boosted {

@@ -32,6 +32,7 @@ import (
 	"sync"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/emu"
 	"github.com/onetrap/onetrap/symbols"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
@@ -67,7 +68,7 @@ type Shape struct {
 	Bytes  string `json:"bytes"`  // hex of one example
 	Text   string `json:"text"`   // its Intel syntax
 	Where  string `json:"where"`  // file:function+offset of the example
-	Reason string `json:"reason"` // decode's reason (OutOfLine and Reject)
+	Reason string `json:"reason"` // why not emulated (OutOfLine and Rejected)
 }
 
 // Failure is an instruction that did not decode.
@@ -420,13 +421,14 @@ func measure(path string, depth int) (r *FileResult) {
 				break
 			}
 			cls := Rejected
-			switch in.Kind {
-			case decode.Emulate:
+			emulated, why := emu.Supports(in)
+			switch {
+			case emulated:
 				cls = Emulate
-			case decode.OutOfLine:
+			case in.Verdict == decode.CanRun:
 				cls = OutOfLine
 			}
-			r.add(cls, in, fmt.Sprintf("%s:%s+%#x", base, fn.Name, off), in.Reason)
+			r.add(cls, in, fmt.Sprintf("%s:%s+%#x", base, fn.Name, off), why)
 			if in.Flow == decode.FlowJump || in.Flow == decode.FlowIndirectJump || in.Flow == decode.FlowRet {
 				break
 			}

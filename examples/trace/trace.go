@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/emu"
 	"github.com/onetrap/onetrap/memio"
 	"github.com/onetrap/onetrap/probespec"
 	"github.com/onetrap/onetrap/ptrace"
@@ -50,8 +52,9 @@ type Row struct {
 	File string `json:"file,omitempty"` // the ELF file holding the site, for library probes
 	Addr uint64 `json:"addr"`           // in the process
 	Insn string `json:"insn,omitempty"`
-	// Verdict is the decoder's: "emulate" (the emulator implements the
-	// instruction) or "outofline" (only the CPU can run it).
+	// Verdict is the decoder's and the emulator's together: "emulate" (the
+	// emulator implements the instruction) or "outofline" (only the CPU can
+	// run it).
 	Verdict  string `json:"verdict,omitempty"`
 	Strategy string `json:"strategy,omitempty"` // how the hits ran (-strategy, or the engine's choice)
 	Hits     uint64 `json:"hits"`
@@ -384,7 +387,7 @@ func (s *session) insert(sp *spec, ex *uprobe.Executable, ps *probespec.Site) *p
 		rw.Error = err.Error()
 		return nil
 	}
-	rw.probe, rw.Insn, rw.Verdict, rw.Strategy = pr, pr.Insn.String(), pr.Insn.Kind.String(), pr.Strategy.String()
+	rw.probe, rw.Insn, rw.Verdict, rw.Strategy = pr, pr.Insn.String(), verdict(pr.Insn), pr.Strategy.String()
 	s.byProbe[pr] = rw
 	return pr
 }
@@ -545,4 +548,16 @@ func (s *session) finish(res *Result) {
 	if res.Probes == nil {
 		res.Probes = []*Row{}
 	}
+}
+
+// verdict names, in the DECODER column's words, what can run in: the
+// emulator, else a copy on the CPU, else nothing.
+func verdict(in *decode.Insn) string {
+	switch ok, _ := emu.Supports(in); {
+	case ok:
+		return "emulate"
+	case in.Verdict == decode.CanRun:
+		return "outofline"
+	}
+	return "reject"
 }
