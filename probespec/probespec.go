@@ -24,7 +24,11 @@ import (
 //	FILE:LINE            where the line's code begins (DWARF, or the Go pclntab)
 //	'http.*'             a glob over function names (* ? [...]; * also matches '/')
 //	LIB:FUNC             any of the above in a shared library (libc:malloc, libc.so.6:malloc, /path/libx.so:f)
-//	FUNC arg1 rdi x=arg2 argument words: registers or argN, optionally labelled
+//	FUNC arg0 rdi x=arg1 argument words: registers, argN (from arg0, as in
+//	                     bpftrace) or retval, optionally labelled and typed
+//	                     (arg0:str, n=arg1:d, retval:x; see Type)
+//	FUNC ... if COND     a filter: only hits (and calls) where COND holds
+//	                     count (see Cond)
 //
 // A prefix before ':' is a library unless what follows is a line number
 // (FILE:LINE) or the prefix is one of Go's symbol prefixes (type:, go:).
@@ -49,15 +53,21 @@ type Spec struct {
 	Return bool
 	// Args are the trailing argument words.
 	Args []ArgSpec
+	// Cond is the filter after "if", or nil.
+	Cond *CondSpec
 }
 
-// ArgSpec is one argument word: a register name (rdi, esi, r8, ...), or argN
-// (1-based) mapped to the function's calling convention, with an optional
-// label (name=rdi).
+// ArgSpec is one argument word: a register name (rdi, esi, r8, ...), argN
+// (counted from arg0, as in bpftrace) mapped to the function's calling
+// convention, or retval (the first integer result, read at a return), with
+// an optional label (name=rdi) and type (arg0:str).
 type ArgSpec struct {
-	Label string // what to print; the word itself when not labelled
+	Label string // what to print; the word itself (without its type) when not labelled
 	Reg   x86asm.Reg
-	N     int // argN, or 0 for a register
+	N     int  // argN's N, when Arg is set
+	Arg   bool // argN rather than a register
+	Ret   bool // retval
+	Type  Type // how the value prints; TypeDefault when not given
 }
 
 // Parse parses a probe spec. It checks syntax only; Spec.Resolve finds the
@@ -69,6 +79,13 @@ func Parse(s string) (*Spec, error) {
 	}
 	sp := &Spec{Raw: s}
 	loc := words[0]
+	if i := indexWord(words, "if"); i >= 0 {
+		c, err := parseCond(strings.Join(words[i+1:], " "))
+		if err != nil {
+			return nil, fmt.Errorf("probe spec %q: %w", s, err)
+		}
+		sp.Cond, words = c, words[:i]
+	}
 	for _, w := range words[1:] {
 		a, err := parseArg(w)
 		if err != nil {
@@ -148,20 +165,46 @@ func Parse(s string) (*Spec, error) {
 }
 
 func parseArg(w string) (ArgSpec, error) {
-	a := ArgSpec{Label: w}
 	val := w
+	label := ""
 	if i := strings.IndexByte(w, '='); i >= 0 {
-		a.Label, val = w[:i], w[i+1:]
-		if a.Label == "" || val == "" {
-			return a, fmt.Errorf("bad argument %q (want NAME=REG or NAME=argN)", w)
+		label, val = w[:i], w[i+1:]
+		if label == "" || val == "" {
+			return ArgSpec{}, fmt.Errorf("bad argument %q (want NAME=REG, NAME=argN or NAME=retval)", w)
 		}
+	}
+	a, err := parseOperand(val)
+	if err != nil {
+		return a, fmt.Errorf("bad argument %q: %w", w, err)
+	}
+	if label != "" {
+		a.Label = label
+	}
+	return a, nil
+}
+
+// parseOperand parses argN, retval or a register, each with an optional
+// :TYPE.
+func parseOperand(w string) (ArgSpec, error) {
+	val, typ, hasType := strings.Cut(w, ":")
+	a := ArgSpec{Label: val}
+	if hasType {
+		t, err := ParseType(typ)
+		if err != nil {
+			return a, err
+		}
+		a.Type = t
+	}
+	if val == "retval" {
+		a.Ret = true
+		return a, nil
 	}
 	if n, ok := strings.CutPrefix(val, "arg"); ok {
 		if k, err := strconv.Atoi(n); err == nil {
-			if k < 1 {
-				return a, fmt.Errorf("bad argument %q: arguments count from arg1", w)
+			if k < 0 {
+				return a, errors.New("arguments count from arg0")
 			}
-			a.N = k
+			a.N, a.Arg = k, true
 			return a, nil
 		}
 	}
@@ -169,7 +212,16 @@ func parseArg(w string) (ArgSpec, error) {
 		a.Reg = r
 		return a, nil
 	}
-	return a, fmt.Errorf("bad argument %q: not a general register name nor argN", w)
+	return a, errors.New("not a general register name, argN nor retval")
+}
+
+func indexWord(words []string, w string) int {
+	for i, x := range words {
+		if x == w {
+			return i
+		}
+	}
+	return -1
 }
 
 var gprByName = func() map[string]x86asm.Reg {
@@ -181,16 +233,25 @@ var gprByName = func() map[string]x86asm.Reg {
 	return m
 }()
 
-// Arg is an argument to print at a site.
+// Arg is a value to print at a site, or to test in a filter.
 type Arg struct {
 	Label string
 	Reg   x86asm.Reg // a general register (any width) or RIP
+	// Len is the register holding a Go string's or slice's length
+	// (TypeGoString, TypeBytes), 0 otherwise.
+	Len  x86asm.Reg
+	Type Type
+	// Ret is set for retval: the register is read at the function's
+	// return, not at its entry.
+	Ret bool
 }
 
-// Site is one resolved probe location, with the registers to print there.
+// Site is one resolved probe location, with the values to print there and
+// the filter.
 type Site struct {
 	uprobe.Site
 	Args []Arg
+	Cond *Cond
 }
 
 // Resolve turns a spec into the sites of ex in process p (nil: file
@@ -225,6 +286,9 @@ func (sp *Spec) Resolve(ex *uprobe.Executable, p *ptrace.Process) (sites []Site,
 		if s.Args, err = resolveArgs(sp.Args, u.ABI()); err != nil {
 			return nil, fmt.Errorf("probe %q at %s: %w", sp.Raw, u.String(), err)
 		}
+		if s.Cond, err = sp.Cond.resolve(u.ABI()); err != nil {
+			return nil, fmt.Errorf("probe %q at %s: %w", sp.Raw, u.String(), err)
+		}
 		sites = append(sites, s)
 	}
 	return sites, nil
@@ -233,17 +297,42 @@ func (sp *Spec) Resolve(ex *uprobe.Executable, p *ptrace.Process) (sites []Site,
 func resolveArgs(args []ArgSpec, abi uprobe.ABI) ([]Arg, error) {
 	out := make([]Arg, 0, len(args))
 	for _, a := range args {
-		r := a.Reg
-		if a.N > 0 {
-			var err error
-			if r, err = abi.ArgReg(a.N); err != nil {
-				return nil, fmt.Errorf("%s: %w", a.Label, err)
-			}
+		r, err := ResolveArg(a, abi)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, Arg{Label: a.Label, Reg: r})
+		out = append(out, r)
 	}
 	if len(out) == 0 {
 		return nil, nil
+	}
+	return out, nil
+}
+
+// ResolveArg maps an argument word to the registers of the calling
+// convention abi: argN to the N+1th integer argument register (a Go string
+// or slice takes that one and the next for its length), retval to the
+// first result register, and a 32-bit type to the register's low half.
+func ResolveArg(a ArgSpec, abi uprobe.ABI) (Arg, error) {
+	out := Arg{Label: a.Label, Reg: a.Reg, Type: a.Type, Ret: a.Ret}
+	var err error
+	switch {
+	case a.Ret:
+		out.Reg, err = abi.RetReg(1)
+		if err == nil && (a.Type == TypeGoString || a.Type == TypeBytes) {
+			out.Len, err = abi.RetReg(2)
+		}
+	case a.Arg:
+		out.Reg, err = abi.ArgReg(a.N + 1)
+		if err == nil && (a.Type == TypeGoString || a.Type == TypeBytes) {
+			out.Len, err = abi.ArgReg(a.N + 2)
+		}
+	}
+	if err != nil {
+		return out, fmt.Errorf("%s: %w", a.Label, err)
+	}
+	if a.Type.Size() == 4 && out.Reg >= x86asm.RAX && out.Reg <= x86asm.R15 {
+		out.Reg = out.Reg - x86asm.RAX + x86asm.EAX
 	}
 	return out, nil
 }

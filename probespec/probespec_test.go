@@ -3,8 +3,11 @@ package probespec
 import (
 	"testing"
 
+	"github.com/onetrap/onetrap/regs"
+	"github.com/onetrap/onetrap/uprobe"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/arch/x86/x86asm"
 )
 
 func TestParse(t *testing.T) {
@@ -28,8 +31,10 @@ func TestParse(t *testing.T) {
 		{in: "libc:0x1000", want: Spec{Lib: "libc", Addr: 0x1000, HasAddr: true}},
 		{in: "type:.eq.main.T", want: Spec{Func: "type:.eq.main.T"}},
 		{in: "foo%return", want: Spec{Func: "foo", Return: true}},
-		{in: "foo arg1 rsi n=arg3 E=EDX", want: Spec{Func: "foo", Args: []ArgSpec{
-			{Label: "arg1", N: 1}, {Label: "rsi", Reg: gprByName["rsi"]}, {Label: "n", N: 3}, {Label: "E", Reg: gprByName["edx"]}}}},
+		{in: "foo arg0 rsi n=arg2 E=EDX", want: Spec{Func: "foo", Args: []ArgSpec{
+			{Label: "arg0", Arg: true}, {Label: "rsi", Reg: gprByName["rsi"]}, {Label: "n", N: 2, Arg: true}, {Label: "E", Reg: gprByName["edx"]}}}},
+		{in: "foo s=arg0:str retval:d", want: Spec{Func: "foo", Args: []ArgSpec{
+			{Label: "s", Arg: true, Type: TypeCString}, {Label: "retval", Ret: true, Type: TypeSigned}}}},
 		{in: "", err: "empty"},
 		{in: "foo%entry", err: "unknown suffix"},
 		{in: "foo+bar", err: "bad offset"},
@@ -38,7 +43,9 @@ func TestParse(t *testing.T) {
 		{in: "main.c:10%return", err: "not to FILE:LINE"},
 		{in: "main.c:0", err: "line number >= 1"},
 		{in: "0xzz", err: "bad address"},
-		{in: "foo arg0", err: "from arg1"},
+		{in: "foo arg-1", err: "count from arg0"},
+		{in: "foo arg0:float", err: "unknown type"},
+		{in: "foo if arg0", err: "no comparison"},
 		{in: "foo xmm0", err: "not a general register"},
 		{in: "foo =rdi", err: "bad argument"},
 		{in: "foo[ab", err: "unterminated"},
@@ -62,8 +69,8 @@ func TestParse(t *testing.T) {
 // FuzzParse: any text parses or fails with an error, never a panic, and
 // a parsed spec names exactly one kind of location.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"malloc", "foo+0x10", "0x401000", "main.c:42", "libc:malloc%return arg1 rdi",
-		"a:b:c:7", "[a-", "*", "x%return%return", "libc.so.6:", "f n=arg2 e=EAX"} {
+	for _, s := range []string{"malloc", "foo+0x10", "0x401000", "main.c:42", "libc:malloc%return arg0 rdi",
+		"a:b:c:7", "[a-", "*", "x%return%return", "libc.so.6:", "f n=arg1 e=EAX"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -81,4 +88,32 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%q parsed to %+v", s, sp)
 		}
 	})
+}
+
+func TestCond(t *testing.T) {
+	sp, err := Parse("malloc if arg0 > 4096 || arg1:d < -1 && retval == 0")
+	require.NoError(t, err)
+	c, err := sp.Cond.resolve(uprobe.SysV)
+	require.NoError(t, err)
+	assert.True(t, c.NeedsRet)
+	var entry, ret regs.Regs
+	set := func(r *regs.Regs, reg x86asm.Reg, v uint64) { r.Set(reg, v) }
+	set(&entry, x86asm.RDI, 4097)
+	assert.True(t, c.Eval(&entry, nil, nil, 0))
+	set(&entry, x86asm.RDI, 4096)
+	assert.False(t, c.Eval(&entry, nil, nil, 0), "arg1 0 is not < -1")
+	set(&entry, x86asm.RSI, ^uint64(1)) // -2
+	assert.True(t, c.Eval(&entry, nil, nil, 0), "undecided until the return")
+	set(&ret, x86asm.RAX, 1)
+	assert.False(t, c.Eval(&entry, &ret, nil, 0))
+	set(&ret, x86asm.RAX, 0)
+	assert.True(t, c.Eval(&entry, &ret, nil, 0))
+
+	// A 32-bit signed type reads the low half, sign-extended.
+	sp, err = Parse("f if arg0:i32 == -2")
+	require.NoError(t, err)
+	c, err = sp.Cond.resolve(uprobe.SysV)
+	require.NoError(t, err)
+	set(&entry, x86asm.RDI, 0xfffffffe)
+	assert.True(t, c.Eval(&entry, nil, nil, 0))
 }

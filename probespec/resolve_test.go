@@ -91,13 +91,13 @@ func sortU(a ...uint64) []uint64 {
 func TestResolveGo(t *testing.T) {
 	_, stripped := testprog.GoProgs(t)
 	f := open(t, stripped)
-	sp, err := Parse("main.hot arg1 arg2 r=rbx")
+	sp, err := Parse("main.hot arg0 arg1 r=rbx")
 	require.NoError(t, err)
 	sites, err := sp.Resolve(f, nil)
 	require.NoError(t, err)
 	require.Len(t, sites, 1)
 	assert.Equal(t, uprobe.GoRegs, sites[0].ABI())
-	assert.Equal(t, []Arg{{"arg1", x86asm.RAX}, {"arg2", x86asm.RBX}, {"r", x86asm.RBX}}, sites[0].Args)
+	assert.Equal(t, []Arg{{Label: "arg0", Reg: x86asm.RAX}, {Label: "arg1", Reg: x86asm.RBX}, {Label: "r", Reg: x86asm.RBX}}, sites[0].Args)
 
 	// The exact Go method name wins although it contains '*'.
 	sp, err = Parse("main.(*T).M")
@@ -128,7 +128,7 @@ func TestResolveGo(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEmpty(t, sites)
 
-	sp, err = Parse("main.hot arg10")
+	sp, err = Parse("main.hot arg9")
 	require.NoError(t, err)
 	_, err = sp.Resolve(f, nil)
 	assert.ErrorIs(t, err, uprobe.ErrNotInRegister)
@@ -138,7 +138,7 @@ func TestResolveGo(t *testing.T) {
 func TestResolveLibc(t *testing.T) {
 	f := open(t, "/lib/x86_64-linux-gnu/libc.so.6")
 	m := one(t, f.File, "malloc")
-	sp, err := Parse("libc:malloc arg1 size=rdi")
+	sp, err := Parse("libc:malloc arg0 size=rdi")
 	require.NoError(t, err)
 	assert.Equal(t, "libc", sp.Lib)
 	assert.True(t, symbols.MatchLib(sp.Lib, f.Path()))
@@ -146,7 +146,7 @@ func TestResolveLibc(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, sites, 1)
 	assert.Equal(t, m.Addr, sites[0].Addr)
-	assert.Equal(t, []Arg{{Label: "arg1", Reg: x86asm.RDI}, {Label: "size", Reg: x86asm.RDI}}, sites[0].Args)
+	assert.Equal(t, []Arg{{Label: "arg0", Reg: x86asm.RDI}, {Label: "size", Reg: x86asm.RDI}}, sites[0].Args)
 
 	// An IFUNC's implementation is known only in a process.
 	sp, err = Parse("strlen")
