@@ -153,6 +153,13 @@ func sigPending(pid, tid int, sig unix.Signal) bool {
 // instruction with what its handler changed.
 func (t *Tracer) leaveSlots(p *Process) {
 	for _, th := range p.threads {
+		if th.state == parked && th.parked {
+			// A debugger's: what it left in its registers.
+			th.r.StorePtrace(&th.pregs)
+			ptsys.SetRegs(th.tid, &th.pregs)
+			th.hit = 0
+			continue
+		}
 		if th.state == serving && th.hit != 0 {
 			th.r.RIP = th.hit
 			th.r.StorePtrace(&th.pregs)

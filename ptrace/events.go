@@ -319,6 +319,7 @@ func (t *Tracer) execed(th *thread) {
 	if p.finished {
 		return
 	}
+	p.emit(Stop{Tid: th.tid, Reason: StopExec})
 	if p.cfg.onExec != nil {
 		// The exec stop is inside execve, whose return would overwrite rax
 		// after a register change (a system call injected to map an XOL
@@ -445,23 +446,23 @@ func (t *Tracer) userStop(th *thread) bool {
 func (t *Tracer) signalled(th *thread, sig unix.Signal, haveRegs bool) {
 	x := th.p.xol
 	if !x.boosting() {
-		t.resume(th, int(sig))
+		t.deliver(th, sig)
 		return
 	}
 	tid := th.tid
 	if !haveRegs && ptsys.GetRegs(tid, &th.pregs) != 0 {
-		t.resume(th, int(sig))
+		t.deliver(th, sig)
 		return
 	}
 	s, off, ok := x.siteOfSlot(th.pregs.Rip)
 	if !ok {
-		t.resume(th, int(sig))
+		t.deliver(th, sig)
 		return
 	}
 	if off != 0 {
 		th.pregs.Rip = s.insn.Next()
 		ptsys.SetRegs(tid, &th.pregs)
-		t.resume(th, int(sig))
+		t.deliver(th, sig)
 		return
 	}
 	if ptsys.GetSiginfo(tid, &th.si) != 0 {
@@ -475,7 +476,7 @@ func (t *Tracer) signalled(th *thread, sig unix.Signal, haveRegs bool) {
 				th.si.SetAddr(s.addr)
 				ptsys.SetSiginfo(tid, &th.si)
 			}
-			t.resume(th, int(sig))
+			t.deliver(th, sig)
 			return
 		}
 	}
@@ -484,6 +485,17 @@ func (t *Tracer) signalled(th *thread, sig unix.Signal, haveRegs bool) {
 	// be set (see maskSignals), so that other signals wait for the fixup
 	// and are delivered with this one, in the kernel's order.
 	t.startStep(th, stepThrough, s, s.slot, true)
+}
+
+// deliver lets th go with sig, the program's own signal, or with
+// ParkOnSignal parks it with the signal to deliver when it goes on.
+func (t *Tracer) deliver(th *thread, sig unix.Signal) {
+	if th.p.cfg.parkSignals && !th.p.finished {
+		th.sig = int(sig)
+		t.park(th, nil, Stop{Reason: StopSignal, Signal: sig})
+		return
+	}
+	t.resume(th, int(sig))
 }
 
 // follow makes a traced Process of p's fork child, stopped at its first

@@ -74,10 +74,21 @@ func (t *Tracer) trap(th *thread) {
 	if p.finished || th.state != serving {
 		return // detached from the handler
 	}
-	th.hit = 0
 	if !t.stillStopped(th) {
 		return // replaced by another thread's execve: its report comes
 	}
+	if th.park {
+		t.park(th, s, Stop{Reason: th.parkReason})
+		return
+	}
+	t.finishHit(th, s)
+}
+
+// finishHit runs the strategy of s for th, stopped at its hit, with the
+// registers in th.r (what the handlers, or a debugger, left there).
+func (t *Tracer) finishHit(th *thread, s *site) {
+	p, tid, r, at := th.p, th.tid, &th.r, s.addr
+	th.hit = 0
 	if p.sites[at] != s || r.RIP != at {
 		// A handler removed the probe or moved the thread elsewhere.
 		r.StorePtrace(&th.pregs)
@@ -238,7 +249,7 @@ func (t *Tracer) stepOutOfLine(th *thread, s *site) {
 // where it is in no system call. The step's report goes to stepReport.
 func (t *Tracer) startStep(th *thread, kind stepKind, s *site, from uint64, mask bool) {
 	th.step, th.stepSite, th.stepFrom, th.stepFault = kind, s, from, false
-	th.sysStep = s.insn.Op == x86asm.SYSCALL && kind != stepThrough
+	th.sysStep = s != nil && s.insn.Op == x86asm.SYSCALL && kind != stepThrough
 	th.state = stepping
 	if mask {
 		th.maskSignals()
@@ -293,7 +304,7 @@ func (t *Tracer) stepReport(th *thread, ws unix.WaitStatus) {
 		if ptsys.GetRegs(tid, &th.pregs) != 0 {
 			return
 		}
-		if code == ptsys.SIKernel && th.step != stepInPlace && th.pregs.Rip == th.stepFrom+uint64(th.stepSite.insn.Len)+1 {
+		if code == ptsys.SIKernel && th.stepSite != nil && th.step != stepInPlace && th.pregs.Rip == th.stepFrom+uint64(th.stepSite.insn.Len)+1 {
 			// The INT3 after the copy in its slot: the step's own trap
 			// was lost, and this stands for it.
 			th.pregs.Rip--
@@ -348,6 +359,11 @@ func (t *Tracer) stepDone(th *thread) {
 		t.release(th)
 	case stepOutOfLine:
 		t.fixOutOfLine(th, s)
+	case stepPlain:
+		if th.stepFault {
+			th.keep(&th.si)
+		}
+		t.release(th)
 	}
 }
 

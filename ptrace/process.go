@@ -128,9 +128,11 @@ func (e *Exit) String() string {
 type Option func(*config)
 
 type config struct {
-	onExec func(p *Process)
-	onFork func(child *Process)
-	noXOL  bool
+	onExec      func(p *Process)
+	onFork      func(child *Process)
+	noXOL       bool
+	parkSignals bool
+	allStop     bool
 }
 
 // NoXOL keeps the tracee's address space as it is but for the INT3s: no XOL
@@ -169,6 +171,7 @@ type Process struct {
 	image    int  // counts execs: a job queued for an old image does nothing
 	stopped  bool // started stopped, awaiting Run
 	finished bool
+	stopq    stops
 
 	done    chan struct{}
 	exit    *Exit
@@ -197,6 +200,7 @@ func (t *Tracer) newProcess(pid int, cfg config) (*Process, error) {
 		removed: map[uint64]bool{},
 		threads: map[int]*thread{},
 		done:    make(chan struct{}),
+		stopq:   stops{ready: make(chan struct{}, 1)},
 	}
 	return p, nil
 }
@@ -218,6 +222,9 @@ func (p *Process) end(exit *Exit, err error) {
 		err = p.failErr
 	}
 	p.exit, p.endErr = exit, err
+	if exit != nil {
+		p.emit(Stop{Reason: StopExited, Exit: exit})
+	}
 	p.t.releaseGuests(p)
 	p.mem.Close()
 	p.t.forget(p)

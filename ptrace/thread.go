@@ -45,6 +45,7 @@ const (
 	stepOutOfLine stepKind = iota + 1 // the copy in a slot, fixed up after
 	stepInPlace                       // the original instruction, the world stopped
 	stepThrough                       // a boosted copy run before a signal is delivered
+	stepPlain                         // an instruction with no probe, for a debugger
 )
 
 type thread struct {
@@ -82,6 +83,15 @@ type thread struct {
 	hit   uint64 // the probe address while its handlers run or it waits to step
 	// stopAt is when the hit's stop was seen (see stillStopped).
 	stopAt time.Time
+
+	// For a debugger (see debug.go): park asks that the thread be parked
+	// at its next chance, for parkReason; parked says Park, a step or an
+	// interrupt parked it (not a start); parkSite is the probe it is
+	// parked at the hit of, its registers in r.
+	park       bool
+	parkReason StopReason
+	parked     bool
+	parkSite   *site
 
 	// The step in progress, while state is stepping.
 	step      stepKind
@@ -137,6 +147,10 @@ func (t *Tracer) resume(th *thread, sig int) {
 // or held for its memory, th is held instead, and goes when the world
 // resumes.
 func (t *Tracer) release(th *thread) {
+	if th.park && !th.p.finished {
+		t.park(th, nil, Stop{Reason: th.parkReason})
+		return
+	}
 	if th.sig == 0 && th.nkept > 0 {
 		th.sig = int(th.kept[0].Signo())
 		ptsys.SetSiginfo(th.tid, &th.kept[0])

@@ -22,6 +22,7 @@ type worldStop struct {
 	active bool
 	all    bool    // listening threads are interrupted too (detach)
 	step   *thread // stepping in place: the world waits for it
+	hold   bool    // held by a parked thread (AllStop) until it goes on
 	inJob  bool    // a job is running: advance leaves the next to its caller
 	since  time.Time
 }
@@ -96,7 +97,9 @@ func (t *Tracer) advance(p *Process) {
 			}
 		}
 		if len(w.jobs) == 0 {
-			t.resumeWorld(p)
+			if !w.hold {
+				t.resumeWorld(p)
+			}
 			return
 		}
 		j := w.jobs[0]
