@@ -37,6 +37,9 @@ type Campaign struct {
 	// Foreign counts cases skipped because they touched the sandbox's own
 	// mappings, which the emulator's memory does not model.
 	Foreign int
+	// Unrunnable counts cases skipped because the CPU cannot be started
+	// from their state (ErrUnrunnable): there is nothing to compare with.
+	Unrunnable int
 
 	st State
 }
@@ -124,6 +127,10 @@ func (c *Campaign) One(f *Form) error {
 	m, err := c.Checker.Check(in, &c.st)
 	if errors.Is(err, ErrForeign) {
 		c.Foreign++
+		return nil
+	}
+	if errors.Is(err, ErrUnrunnable) {
+		c.Unrunnable++
 		return nil
 	}
 	if err != nil {

@@ -1,6 +1,7 @@
 package fuzz
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -37,7 +38,10 @@ func TestCampaign(t *testing.T) {
 		assert.Empty(t, c.Ungenerated(emulated), "shapes the decoder emulates that no template produced")
 	}
 	t.Logf("%d emulated shapes, %d checked", len(emulated), len(c.Shapes))
-	t.Logf("cases=%d mismatches=%d forms=%d", c.Cases, c.Mismatches, c.FormsCovered())
+	t.Logf("cases=%d mismatches=%d forms=%d unrunnable=%d", c.Cases, c.Mismatches, c.FormsCovered(), c.Unrunnable)
+	// Prepare keeps rsp canonical but for a few cases, so that a CPU that
+	// cannot be resumed with a non-canonical rsp still checks nearly all.
+	assert.Less(t, c.Unrunnable, n/10)
 	t.Logf("\n%s", c.Report())
 }
 
@@ -134,6 +138,9 @@ func replay(t *testing.T, ch *Checker, c *Case) {
 		return
 	}
 	m, err := ch.Check(in, &c.Start)
+	if errors.Is(err, ErrUnrunnable) {
+		t.Skipf("the CPU cannot start from this state here: %v", err)
+	}
 	require.NoError(t, err)
 	if m != nil {
 		t.Errorf("still disagrees:\n%s", m)

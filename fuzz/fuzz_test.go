@@ -56,7 +56,7 @@ func FuzzEmulate(f *testing.F) {
 		g := &Gen{R: rand.New(rand.NewPCG(seed, ^seed))}
 		g.Prepare(in, &st)
 		m, err := ch.Check(in, &st)
-		if errors.Is(err, ErrForeign) {
+		if errors.Is(err, ErrForeign) || errors.Is(err, ErrUnrunnable) {
 			return
 		}
 		if err != nil {

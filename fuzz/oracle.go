@@ -134,6 +134,10 @@ const (
 // given: the instruction is longer than them.
 var ErrTooShort = errors.New("fuzz: the CPU reads past the given bytes")
 
+// ErrUnrunnable is returned by Run when the CPU cannot be started from the
+// state at all, so it says nothing about the instruction: see enterable.
+var ErrUnrunnable = errors.New("fuzz: the CPU cannot enter user mode with this state's rsp (non-canonical)")
+
 // ErrIllegal is returned by Length when the CPU raises SIGILL: it does not
 // execute the instruction, so it cannot measure it.
 var ErrIllegal = errors.New("fuzz: the CPU refuses the instruction (SIGILL)")
@@ -353,7 +357,9 @@ func (o *Oracle) inject(at uint64, nr uintptr, a [6]uint64) (uint64, error) {
 }
 
 // Run executes code, placed at st.Regs.RIP (which must lie in the code page
-// with the whole of code), once on the CPU from st, and fills out.
+// with the whole of code), once on the CPU from st, and fills out. It returns
+// ErrUnrunnable when the CPU cannot be started from st here, so that out
+// says nothing about code.
 func (o *Oracle) Run(code []byte, st *State, out *Outcome) error {
 	rip := st.Regs.RIP
 	if rip < CodePage || rip >= codeEnd || uint64(len(code)) > codeEnd-rip {
@@ -438,21 +444,9 @@ func (o *Oracle) run(code []byte, st *State, out *Outcome, withMem bool) error {
 	if err := unix.PtraceSetRegs(o.pid, r); err != nil {
 		return o.fail(fmt.Errorf("fuzz: PTRACE_SETREGS: %w", err))
 	}
-	// SYSEMU_SINGLESTEP: one instruction, and a syscall stops at its entry
-	// without running, so random registers can never reach the kernel.
-	if e := ptsys.Raw(unix.PTRACE_SYSEMU_SINGLESTEP, o.pid, 0, 0); e != 0 {
-		return o.fail(fmt.Errorf("fuzz: PTRACE_SYSEMU_SINGLESTEP: %w", e))
-	}
-	var ws unix.WaitStatus
-	for {
-		_, err := unix.Wait4(o.pid, &ws, unix.WALL, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return o.fail(fmt.Errorf("fuzz: wait4: %w", err))
-		}
-		break
+	ws, err := o.step()
+	if err != nil {
+		return err
 	}
 	if !ws.Stopped() {
 		return o.fail(fmt.Errorf("fuzz: the sandbox ended (status %#x) running % x", uint32(ws), code))
@@ -490,7 +484,95 @@ func (o *Oracle) run(code []byte, st *State, out *Outcome, withMem bool) error {
 			return o.fail(fmt.Errorf("fuzz: reading the data window: %w", err))
 		}
 	}
+	if sp := g[regs.RSP]; out.Signal == unix.SIGSEGV && out.Code == siKernel && out.Regs.RIP == rip && !canonical(sp) {
+		ok, err := o.enterable(code, rip, sp)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrUnrunnable
+		}
+	}
 	return nil
+}
+
+// step resumes the sandbox for one instruction and waits for it to stop.
+func (o *Oracle) step() (unix.WaitStatus, error) {
+	// SYSEMU_SINGLESTEP: one instruction, and a syscall stops at its entry
+	// without running, so random registers can never reach the kernel.
+	var ws unix.WaitStatus
+	if e := ptsys.Raw(unix.PTRACE_SYSEMU_SINGLESTEP, o.pid, 0, 0); e != 0 {
+		return ws, o.fail(fmt.Errorf("fuzz: PTRACE_SYSEMU_SINGLESTEP: %w", e))
+	}
+	for {
+		_, err := unix.Wait4(o.pid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, o.fail(fmt.Errorf("fuzz: wait4: %w", err))
+		}
+		return ws, nil
+	}
+}
+
+// siKernel is the si_code of a signal the kernel raises for a fault that
+// has no address: a #GP (non-canonical address, privileged instruction...)
+// is SIGSEGV with SI_KERNEL.
+const siKernel = 0x80
+
+// canonical reports whether v is a canonical 48-bit address: bits 63..47
+// all equal.
+func canonical(v uint64) bool { return signExtend47(v) == v }
+
+// enterable reports whether the sandbox can be resumed at all with rsp sp,
+// by single-stepping a nop from it at a byte of the code page that code (at
+// rip) does not use, which is put back afterwards.
+//
+// Why: the kernel resumes a thread after a ptrace stop with IRETQ, and on
+// some hosts (an AMD EPYC KVM guest, for one) that return faults when the
+// rsp it loads is non-canonical, where elsewhere the rsp is loaded as it is.
+// There it happens every time, with or without the trap flag (PTRACE_CONT
+// too), wherever the instruction lies, and the kernel reports it as a #GP at
+// the user rip: SIGSEGV, SI_KERNEL, no address, rip unchanged, RF set,
+// nothing executed. That is also exactly what an instruction that raises #GP
+// itself (a non-canonical memory operand) looks like, so the two are told
+// apart here: when a nop cannot run from the same rsp either, the instruction
+// never ran and the CPU has no answer for this state. User code can still
+// make rsp non-canonical itself (mov rsp, rax runs there): only the return
+// from the kernel cannot.
+func (o *Oracle) enterable(code []byte, rip, sp uint64) (bool, error) {
+	at := CodePage
+	if rip == CodePage {
+		at = rip + uint64(len(code))
+	}
+	if at >= codeEnd {
+		return true, nil // no byte to spare: the fault stands
+	}
+	old := o.code[at-CodePage]
+	if err := o.placeCode([]byte{0x90}, at); err != nil {
+		return false, err
+	}
+	r := &o.pregs
+	*r = o.base
+	r.Rip, r.Rsp, r.Eflags, r.Orig_rax = at, sp, 0x202, ^uint64(0)
+	if err := unix.PtraceSetRegs(o.pid, r); err != nil {
+		return false, o.fail(fmt.Errorf("fuzz: PTRACE_SETREGS: %w", err))
+	}
+	ws, err := o.step()
+	if err != nil {
+		return false, err
+	}
+	if !ws.Stopped() {
+		return false, o.fail(fmt.Errorf("fuzz: the sandbox ended (status %#x) running a nop", uint32(ws)))
+	}
+	if err := unix.PtraceGetRegs(o.pid, r); err != nil {
+		return false, o.fail(fmt.Errorf("fuzz: PTRACE_GETREGS: %w", err))
+	}
+	if err := o.placeCode([]byte{old}, at); err != nil {
+		return false, err
+	}
+	return ws.StopSignal() == unix.SIGTRAP && r.Rip == at+1, nil
 }
 
 func (o *Oracle) siginfo(si *[128]byte) error {

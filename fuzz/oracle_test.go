@@ -212,3 +212,55 @@ func TestOracleCPULength(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 }
+
+// TestOracleNoncanonicalRSP checks that a state the CPU cannot be resumed
+// with (a non-canonical rsp, on CPUs whose IRETQ refuses it) is reported as
+// ErrUnrunnable, and that an instruction's own #GP, which raises the same
+// signal, is still reported as a fault.
+func TestOracleNoncanonicalRSP(t *testing.T) {
+	o := oracle(t)
+	const wild = 0x0000800000000000
+	nop := []byte{0x90}
+	st := baseState(1)
+	st.Regs.GPR[regs.RSP] = wild
+	var out Outcome
+	err := o.Run(nop, st, &out)
+	enters := err == nil
+	if enters {
+		assert.Zero(t, out.Signal)
+		assert.Equal(t, uint64(wild), out.Regs.GPR[regs.RSP])
+	} else {
+		require.ErrorIs(t, err, ErrUnrunnable)
+	}
+	t.Logf("the CPU can be resumed with a non-canonical rsp: %v", enters)
+
+	// mov rax, [rbx] with a non-canonical rbx raises #GP itself.
+	gp := []byte{0x48, 0x8b, 0x03}
+	for _, rip := range []uint64{codeEnd - uint64(len(gp)), CodePage, CodePage + 0x100} {
+		st := baseState(len(gp))
+		st.Regs.RIP = rip
+		st.Regs.GPR[regs.RBX] = 0x8000000000000000
+		require.NoError(t, o.Run(gp, st, &out), "canonical rsp")
+		assert.Equal(t, unix.SIGSEGV, out.Signal)
+		assert.Equal(t, int32(siKernel), out.Code)
+		assert.Equal(t, rip, out.Regs.RIP)
+
+		var before, after [PageSize]byte
+		_, err := unix.Pread(o.mem, before[:], int64(CodePage))
+		require.NoError(t, err)
+		st.Regs.GPR[regs.RSP] = wild
+		err = o.Run(gp, st, &out)
+		if enters {
+			require.NoError(t, err)
+			assert.Equal(t, unix.SIGSEGV, out.Signal)
+		} else {
+			require.ErrorIs(t, err, ErrUnrunnable)
+		}
+		// The byte the check borrows is put back, in the sandbox and
+		// in the shadow the emulator's code page is copied from.
+		_, err = unix.Pread(o.mem, after[:], int64(CodePage))
+		require.NoError(t, err)
+		assert.Equal(t, before, after)
+		assert.Equal(t, o.code, after)
+	}
+}

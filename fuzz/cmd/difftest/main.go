@@ -119,6 +119,9 @@ func run(n int, seed uint64, forms string, lengths []string, maxLen, perFile int
 	if c.Foreign > 0 {
 		fmt.Fprintf(out, "# skipped %d cases that touched the sandbox's own mappings\n", c.Foreign)
 	}
+	if c.Unrunnable > 0 {
+		fmt.Fprintf(out, "# skipped %d cases whose non-canonical rsp the CPU cannot be resumed with here\n", c.Unrunnable)
+	}
 	if n > 0 {
 		for _, m := range c.Missing() {
 			fmt.Fprintf(out, "not generated: %s\n", m)
