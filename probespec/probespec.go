@@ -348,7 +348,7 @@ func (sp *Spec) resolveFunc(ex *uprobe.Executable, p *ptrace.Process) ([]uprobe.
 		_, err := f.LookupFunc(sp.Func)
 		return nil, fmt.Errorf("%w; probe one by address", err)
 	}
-	opts := &uprobe.Options{Offset: sp.Offset, FirstByte: sp.explicitOffset()}
+	opts := &uprobe.Options{Offset: sp.Offset, FirstByte: sp.ExplicitOffset()}
 	var sites []uprobe.Site
 	for _, fn := range fns {
 		if sp.Return {
@@ -380,9 +380,9 @@ func (sp *Spec) resolveFunc(ex *uprobe.Executable, p *ptrace.Process) ([]uprobe.
 	return sites, nil
 }
 
-// explicitOffset reports whether the spec spells an offset (FUNC+0
+// ExplicitOffset reports whether the spec spells an offset (FUNC+0
 // included).
-func (sp *Spec) explicitOffset() bool {
+func (sp *Spec) ExplicitOffset() bool {
 	name, _, _ := strings.Cut(sp.Raw, " ")
 	return strings.Contains(name, "+")
 }

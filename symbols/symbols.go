@@ -126,6 +126,8 @@ type File struct {
 	dwOnce sync.Once
 	dw     *dwarf.Data
 	dwErr  error
+
+	sigs sigIndex // DWARF subprograms by address, for Signature
 }
 
 // Open reads the ELF file at path and lists its functions, with the

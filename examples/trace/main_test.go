@@ -140,13 +140,13 @@ func TestCProgram(t *testing.T) {
 	want, _, wantCode := runCmd(t, bin, "200")
 	require.Equal(t, 3, wantCode)
 
-	got, code, res := traceJSON(t, "-p", "add arg1 arg2", "-p", "pick", "-p", "pick%return", "-p", "libm:cbrt", "--", bin, "200")
+	got, code, res := traceJSON(t, "-e", "add arg0 arg1", "-e", "pick", "-e", "pick%return", "-e", "libm:cbrt", "--", bin, "200")
 	assert.Equal(t, want, got, "the program's output is unchanged")
 	assert.Equal(t, wantCode, code, "the tracer exits with the program's status")
 	require.NotNil(t, res.Exit)
 	assert.Equal(t, 3, res.Exit.Code)
 	assert.False(t, res.Detached)
-	assert.Equal(t, uint64(200), hits(t, res, "add arg1 arg2"))
+	assert.Equal(t, uint64(200), hits(t, res, "add arg0 arg1"))
 	assert.Equal(t, uint64(200), hits(t, res, "pick"))
 	assert.Equal(t, uint64(200), hits(t, res, "pick%return"), "every RET of pick, together, once per call")
 	assert.Equal(t, uint64(7), hits(t, res, "libm:cbrt"), "a probe in a library loaded by dlopen")
@@ -183,7 +183,7 @@ func TestDlopenDlclose(t *testing.T) {
 	bin := buildC(t, cDlclose, "-O0", "-g")
 	want, _, _ := runCmd(t, bin)
 	// prog.c:9 is the dlsym line, run once per dlopen (DWARF lines).
-	got, code, res := traceJSON(t, "-p", "libm.so.6:cbrt", "-p", "prog.c:9", "--", bin)
+	got, code, res := traceJSON(t, "-e", "libm.so.6:cbrt", "-e", "prog.c:9", "--", bin)
 	assert.Equal(t, want, got)
 	assert.Equal(t, 0, code)
 	assert.Equal(t, uint64(21), hits(t, res, "libm.so.6:cbrt"))
@@ -195,20 +195,20 @@ func TestDlopenDlclose(t *testing.T) {
 func TestCProgramVerbose(t *testing.T) {
 	bin := buildC(t, cProgram)
 	out := filepath.Join(t.TempDir(), "hits.txt")
-	_, _, code := runCmd(t, tracerBin, "-v", "-o", out, "-p", "add a=arg1 rsi", "-strategy", "outofline", "--", bin, "5")
+	_, _, code := runCmd(t, tracerBin, "-v", "-o", out, "-e", "add+0 a=arg0 rsi", "-strategy", "outofline", "--", bin, "5")
 	require.Equal(t, 3, code)
 	b, err := os.ReadFile(out)
 	require.NoError(t, err)
 	var lines []string
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "tid ") {
+		if strings.HasPrefix(l, "[pid ") {
 			lines = append(lines, l)
 		}
 	}
 	require.Len(t, lines, 5, "%s", b)
 	for i, l := range lines {
 		// add(i, 1): arg1 is i, rsi is 1.
-		assert.Regexp(t, `^tid \d+ add a=0x`+string(rune('0'+i))+` rsi=0x1$`, l)
+		assert.Regexp(t, `^\[pid \d+\] add a=0x`+string(rune('0'+i))+` rsi=0x1$`, l)
 	}
 	assert.Regexp(t, `add\s+\S.*outofline\s+5\s`, string(b), "summary row")
 }
@@ -234,7 +234,7 @@ int main(int argc, char **argv) {
 // in the new one, and the hits add up.
 func TestExec(t *testing.T) {
 	bin := buildC(t, cExec)
-	got, code, res := traceJSON(t, "-p", "add", "--", bin)
+	got, code, res := traceJSON(t, "-e", "add", "--", bin)
 	assert.Equal(t, "image first sum 15\nimage second sum 15\n", got)
 	assert.Equal(t, 0, code)
 	assert.Equal(t, uint64(10), hits(t, res, "add"))
@@ -245,7 +245,7 @@ func TestExec(t *testing.T) {
 func TestJSONStream(t *testing.T) {
 	bin := buildC(t, cProgram)
 	out := filepath.Join(t.TempDir(), "stream.json")
-	_, _, code := runCmd(t, tracerBin, "-json", "-v", "-o", out, "-p", "add a=arg1 rsi", "--", bin, "4")
+	_, _, code := runCmd(t, tracerBin, "-json", "-v", "-o", out, "-e", "add+0 a=arg0 rsi", "--", bin, "4")
 	require.Equal(t, 3, code)
 	f, err := os.Open(out)
 	require.NoError(t, err)
@@ -264,7 +264,7 @@ func TestJSONStream(t *testing.T) {
 	}
 	var res Result
 	require.NoError(t, dec.Decode(&res))
-	assert.Equal(t, uint64(4), hits(t, &res, "add a=arg1 rsi"))
+	assert.Equal(t, uint64(4), hits(t, &res, "add+0 a=arg0 rsi"))
 	assert.False(t, dec.More())
 }
 
@@ -343,23 +343,23 @@ func TestGoProgram(t *testing.T) {
 				require.Zero(t, f, "stripped binary has no symbol table")
 			}
 			want, _, _ := runCmd(t, bin)
-			got, code, res := traceJSON(t, "-p", "main.work arg1", "-p", "main.work%return", "-p", "main.helper", "-p", "main.deep", "--", bin)
+			got, code, res := traceJSON(t, "-e", "main.work arg0", "-e", "main.work%return", "-e", "main.helper", "-e", "main.deep", "--", bin)
 			assert.Equal(t, want, got)
 			assert.Equal(t, 0, code)
-			assert.Equal(t, uint64(900), hits(t, res, "main.work arg1"))
+			assert.Equal(t, uint64(900), hits(t, res, "main.work arg0"))
 			assert.Equal(t, uint64(900), hits(t, res, "main.work%return"))
 			assert.Equal(t, uint64(300), hits(t, res, "main.helper"))
 			assert.Equal(t, uint64(600*41), hits(t, res, "main.deep"))
 
-			// Go's register ABI: arg1 is rax, still there past the stack
-			// check, where the probe on main.work is.
+			// Go's register ABI: arg0 is rax, still there past the stack
+			// check, where the probe on main.work is; a line per call.
 			out := filepath.Join(t.TempDir(), "hits.txt")
-			_, stderr, code := runCmd(t, tracerBin, "-v", "-o", out, "-p", "main.work i=arg1", "--", bin)
+			_, stderr, code := runCmd(t, tracerBin, "-v", "-o", out, "-e", "main.work i=arg0", "--", bin)
 			require.Equal(t, 0, code, stderr)
 			b, err := os.ReadFile(out)
 			require.NoError(t, err)
 			seen := map[string]int{}
-			for _, m := range regexp.MustCompile(`(?m)^tid \d+ main\.work\+0x[0-9a-f]+ i=0x([0-9a-f]+)$`).FindAllStringSubmatch(string(b), -1) {
+			for _, m := range regexp.MustCompile(`main\.work\(i=0x([0-9a-f]+)`).FindAllStringSubmatch(string(b), -1) {
 				seen[m[1]]++
 			}
 			require.Len(t, seen, 300, "work(i) for i = 0..299")
@@ -374,7 +374,7 @@ func TestGoFirstByteCountsStackGrowth(t *testing.T) {
 	// FUNC+0 is the first byte, the stack check: a call that grows the
 	// stack runs it again, so it may count more than the calls; never fewer.
 	bin := buildGo(t, "")
-	_, code, res := traceJSON(t, "-p", "main.deep+0", "--", bin)
+	_, code, res := traceJSON(t, "-e", "main.deep+0", "--", bin)
 	require.Equal(t, 0, code)
 	require.Len(t, res.Probes, 1)
 	// deep's frame is big: its check starts with lea r12, [rsp-n].
@@ -447,7 +447,7 @@ func TestAttachDetachOnSIGINT(t *testing.T) {
 	require.Equal(t, "ready\n", string(buf))
 
 	out := filepath.Join(t.TempDir(), "result.json")
-	tr := exec.Command(tracerBin, "-json", "-o", out, "-pid", itoa(prog.Process.Pid), "-p", "tick arg1")
+	tr := exec.Command(tracerBin, "-json", "-o", out, "-p", itoa(prog.Process.Pid), "-e", "tick arg0")
 	var trErr bytes.Buffer
 	tr.Stderr = &trErr
 	require.NoError(t, tr.Start())
@@ -463,7 +463,7 @@ func TestAttachDetachOnSIGINT(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b, &res), "%s", b)
 	assert.True(t, res.Detached)
 	assert.Nil(t, res.Exit)
-	n := hits(t, &res, "tick arg1")
+	n := hits(t, &res, "tick arg0")
 	assert.Greater(t, n, uint64(0))
 	assert.Less(t, n, uint64(100))
 
@@ -480,7 +480,7 @@ func TestAttachDetachOnSIGINT(t *testing.T) {
 func TestCtrlCStartedProgram(t *testing.T) {
 	bin := buildC(t, cLoop)
 	out := filepath.Join(t.TempDir(), "result.json")
-	tr := exec.Command(tracerBin, "-json", "-o", out, "-p", "tick", "--", bin)
+	tr := exec.Command(tracerBin, "-json", "-o", out, "-e", "tick", "--", bin)
 	tr.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
 	var trOut bytes.Buffer
 	tr.Stdout = &trOut
@@ -528,11 +528,11 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{"unknown function", []string{"-p", "no_such_function", "--", bin, "3"}, "no function matches"},
-		{"bad spec", []string{"-p", "add+", "--", bin, "3"}, "-p"},
-		{"no probe", []string{"--", bin, "3"}, "no probe given"},
-		{"pid and program", []string{"-pid", "1", "-p", "add", "--", bin}, "either -pid or a program"},
-		{"bad strategy", []string{"-strategy", "teleport", "-p", "add", "--", bin}, "unknown -strategy"},
+		{"unknown function", []string{"-e", "no_such_function", "--", bin, "3"}, "no function matches"},
+		{"bad spec", []string{"-e", "add+", "--", bin, "3"}, "-e"},
+		{"no probe", []string{"--", bin, "3"}, "no probe given (-e SPEC)"},
+		{"pid and program", []string{"-p", "1", "-e", "add", "--", bin}, "either -p PID or a program"},
+		{"bad strategy", []string{"-strategy", "teleport", "-e", "add", "--", bin}, "unknown -strategy"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			stdout, stderr, code := runCmd(t, tracerBin, c.args...)
@@ -547,9 +547,9 @@ func TestUsageErrors(t *testing.T) {
 // the library is mapped: the program's main never runs.
 func TestLibSpecMatchesNothing(t *testing.T) {
 	bin := buildC(t, cProgram)
-	stdout, stderr, code := runCmd(t, tracerBin, "-p", "libc:no_such_function_here", "--", bin, "5")
+	stdout, stderr, code := runCmd(t, tracerBin, "-e", "libc:no_such_function_here", "--", bin, "5")
 	assert.Equal(t, 2, code, stderr)
-	assert.Contains(t, stderr, `-p "libc:no_such_function_here"`)
+	assert.Contains(t, stderr, `-e "libc:no_such_function_here"`)
 	assert.Contains(t, stderr, "no function matches")
 	assert.Empty(t, stdout, "main never ran")
 }

@@ -10,16 +10,13 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/onetrap/onetrap/decode"
 	"github.com/onetrap/onetrap/emu"
-	"github.com/onetrap/onetrap/memio"
 	"github.com/onetrap/onetrap/probespec"
 	"github.com/onetrap/onetrap/ptrace"
-	"github.com/onetrap/onetrap/regs"
 	"github.com/onetrap/onetrap/uprobe"
 	"golang.org/x/sys/unix"
 )
@@ -30,10 +27,13 @@ type Result struct {
 	Program []string `json:"program,omitempty"`
 	// Exit is how the program ended; nil when the tracer detached first.
 	Exit *ExitStatus `json:"exit,omitempty"`
-	// Detached is set when the tracer let the program go (SIGINT, SIGTERM)
-	// before it ended: it keeps running untraced.
+	// Detached is set when the tracer let the program go (SIGINT, SIGTERM,
+	// --max-events) before it ended: it keeps running untraced.
 	Detached bool   `json:"detached"`
 	Probes   []*Row `json:"probes"`
+	// Calls summarises the calls of each function probe that were
+	// reported (filters applied), busiest first.
+	Calls []*FuncStats `json:"calls,omitempty"`
 	// Errors are specs that resolved to nothing in a later image (after
 	// exec) or libraries that were never mapped.
 	Errors []string `json:"errors,omitempty"`
@@ -45,12 +45,13 @@ type ExitStatus struct {
 	Signal string `json:"signal,omitempty"`
 }
 
-// Row is one probe site: one address of one spec.
+// Row is one probe site: one address of one spec (for a function probe,
+// its entry; its RET sites count in Calls).
 type Row struct {
 	Spec string `json:"spec"`
 	Site string `json:"site"`           // FUNC+0xOFF, or 0xADDR
 	File string `json:"file,omitempty"` // the ELF file holding the site, for library probes
-	Addr uint64 `json:"addr"`           // in the process
+	Addr uint64 `json:"addr"`           // in the process (the first one placed)
 	Insn string `json:"insn,omitempty"`
 	// Verdict is the decoder's and the emulator's together: "emulate" (the
 	// emulator implements the instruction) or "outofline" (only the CPU can
@@ -67,72 +68,111 @@ type Row struct {
 	// instruction, say).
 	Error string `json:"error,omitempty"`
 
-	args       []probespec.Arg
-	quoted     []byte        // Site as a JSON string, for -json -v
-	quotedArgs [][]byte      // the args' labels as JSON strings
-	probe      *ptrace.Probe // nil when refused, or dropped (exec, dlclose)
-	base       uint64        // hits of earlier probes of this site (before a dlclose)
-	cpu        int64         // ns, see CPUPerHitNs
-	intervals  int64
+	fn        *fnInfo // the function whose calls the site starts, or nil for a plain hit
+	args      []probespec.Arg
+	cond      *probespec.Cond
+	quoted    []byte // Site as a JSON string, for -json -v
+	hits      uint64
+	cpu       int64 // ns, see CPUPerHitNs
+	intervals int64
 }
 
-func (rw *Row) hits() uint64 {
-	if rw.probe == nil {
-		return rw.base
-	}
-	return rw.base + rw.probe.Hits()
-}
-
-// spec is one -p argument and what became of it.
+// spec is one -e argument and what became of it.
 type spec struct {
 	sp     *probespec.Spec
 	placed bool // it has had probes (a library unmapped since is not an error)
 }
 
-// session is one traced process. Handlers run on the tracer thread; mu
-// guards what setup on the main goroutine shares with them.
+// calls reports whether the spec's function sites are calls: a function by
+// name or glob, without an offset, not its returns.
+func (sp *spec) calls() bool {
+	return sp.sp.Func != "" && !sp.sp.Return && !sp.sp.ExplicitOffset()
+}
+
+// proc is one traced process: the one started or attached, or a child
+// followed with -f.
+type proc struct {
+	p      *ptrace.Process
+	pid    int
+	exe    *uprobe.Executable     // its program's file, opened once per image
+	loader *uprobe.Loader         // places the LIB: specs
+	calls  uprobe.Calls[call]     // calls in progress, per thread or goroutine
+	sym    *uprobe.Symbolizer     // names stack frames
+	placed map[string]*ptrace.Probe
+}
+
+// probeInfo is what a hit's handler needs to know of its probe.
+type probeInfo struct {
+	row  *Row
+	proc *proc
+	ret  *fnInfo // set for a RET site of a function's calls
+}
+
+// session is one trace. Handlers run on the tracer thread (every process,
+// children included, is served by one tracer); mu guards what the main
+// goroutine (setup, the periodic flush, the report) shares with them.
 type session struct {
-	o     *options
-	proc  *ptrace.Process
-	pid   int
-	specs []*spec
-	out   *bufio.Writer // per-hit lines
+	o      *options
+	tracer *ptrace.Tracer
+	specs  []*spec
+	out    *bufio.Writer // per-call and per-hit lines
 
-	mu     sync.Mutex
-	rows   []*Row
-	errs   []string
-	last   *Row  // the row of the previous hit, which the CPU time since is charged to
-	lastNs int64 // the tracer thread's CPU clock at that hit
-
-	exe     *uprobe.Executable     // the program's file, opened once per image
-	loader  *uprobe.Loader         // places the LIB: specs
-	byProbe map[*ptrace.Probe]*Row // the row of each probe in place
+	mu      sync.Mutex
+	main    *proc
+	procs   map[int]*proc
+	byProbe map[*ptrace.Probe]*probeInfo
+	rows    []*Row
+	funcs   map[string]*fnInfo // by spec and function name
+	fnList  []*fnInfo
+	errs    []string
+	last    *Row  // the row of the previous hit, which the CPU time since is charged to
+	lastNs  int64 // the tracer thread's CPU clock at that hit
 	running bool
-	fatal   error  // a LIB: spec that named nothing once its library was mapped
-	line    []byte // per-hit line buffer, reused
+	fatal   error // a LIB: spec that named nothing once its library was mapped
+
+	printer
+	sinks
+	events  int                // calls and hits reported, for --max-events
+	stop    context.CancelFunc // ends the trace early (--max-events)
+	stopped bool
+	wg      sync.WaitGroup // children's Run
 }
 
 // trace starts or attaches, places the probes, runs until the program ends or
 // a signal asks to detach, and prints the summary. It returns the result (nil
 // when nothing was traced) and the exit status for run.
 func trace(o *options) (*Result, int) {
-	s := &session{o: o, out: bufio.NewWriterSize(o.report, 64<<10), byProbe: map[*ptrace.Probe]*Row{}}
+	s := &session{o: o, out: bufio.NewWriterSize(o.report, 64<<10), byProbe: map[*ptrace.Probe]*probeInfo{},
+		procs: map[int]*proc{}, funcs: map[string]*fnInfo{}}
+	s.printer.init(o, s.out)
 	for _, raw := range o.specs {
 		sp, err := probespec.Parse(raw)
 		if err != nil {
-			fmt.Fprintf(o.stderr, "trace: -p %q: %v\n", raw, err)
+			fmt.Fprintf(o.stderr, "trace: -e %q: %v\n", raw, err)
 			return nil, 2
 		}
 		s.specs = append(s.specs, &spec{sp: sp})
 	}
+	if err := s.sinks.open(o); err != nil {
+		fmt.Fprintln(o.stderr, "trace:", err)
+		return nil, 2
+	}
+	var err error
+	if s.tracer, err = ptrace.NewTracer(); err != nil {
+		fmt.Fprintln(o.stderr, "trace:", err)
+		return nil, 2
+	}
+	defer s.tracer.Close()
 	if err := s.open(); err != nil {
 		fmt.Fprintln(o.stderr, "trace:", err)
 		return nil, 2
 	}
-	if err := s.place(); err != nil {
-		fmt.Fprintln(o.stderr, "trace:", err)
-		s.abandon()
-		return nil, 2
+	for _, pr := range s.procList() {
+		if err := s.place(pr); err != nil {
+			fmt.Fprintln(o.stderr, "trace:", err)
+			s.abandon()
+			return nil, 2
+		}
 	}
 	res, code := s.run()
 	if s.fatal != nil {
@@ -146,15 +186,21 @@ func trace(o *options) (*Result, int) {
 	return res, code
 }
 
+// options of every process traced: -f follows children, and an exec
+// places the probes again.
+func (s *session) ptraceOptions() []ptrace.Option {
+	opts := []ptrace.Option{ptrace.OnExec(s.onExec)}
+	if s.o.follow {
+		opts = append(opts, ptrace.FollowForks(s.onFork))
+	}
+	return opts
+}
+
 // open starts the program, stopped before its first instruction, or
-// attaches to it, and opens its executable.
+// attaches to each process, and opens their executables.
 func (s *session) open() error {
 	o := s.o
-	opt := ptrace.OnExec(s.onExec)
-	var err error
-	if o.pid != 0 {
-		s.proc, err = ptrace.Attach(o.pid, opt)
-	} else {
+	if len(o.pids) == 0 {
 		cmd := exec.Command(o.argv[0], o.argv[1:]...)
 		if cmd.Err != nil {
 			return cmd.Err
@@ -163,33 +209,63 @@ func (s *session) open() error {
 		// they are: its output is unchanged and unbuffered by the tracer.
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		cmd.Env = o.env
-		s.proc, err = ptrace.Start(cmd, opt)
+		p, err := s.tracer.Start(cmd, s.ptraceOptions()...)
+		if err != nil {
+			return err
+		}
+		return s.adopt(p)
 	}
-	if err != nil {
-		return err
-	}
-	s.pid = s.proc.Pid()
-	if s.exe, err = uprobe.OpenExecutable(fmt.Sprintf("/proc/%d/exe", s.pid)); err != nil {
-		s.abandon()
-		return err
+	for _, pid := range o.pids {
+		p, err := s.tracer.Attach(pid, s.ptraceOptions()...)
+		if err == nil {
+			err = s.adopt(p)
+		}
+		if err != nil {
+			s.abandon()
+			return fmt.Errorf("-p %d: %w", pid, err)
+		}
 	}
 	return nil
+}
+
+// adopt makes p a traced process of the session.
+func (s *session) adopt(p *ptrace.Process) error {
+	pr := &proc{p: p, pid: p.Pid(), sym: uprobe.NewSymbolizer(p.Pid()), placed: map[string]*ptrace.Probe{}}
+	s.mu.Lock()
+	s.procs[pr.pid] = pr
+	if s.main == nil {
+		s.main = pr
+	}
+	s.mu.Unlock()
+	var err error
+	pr.exe, err = uprobe.OpenExecutable(fmt.Sprintf("/proc/%d/exe", pr.pid))
+	return err
+}
+
+func (s *session) procList() []*proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*proc
+	for _, pr := range s.procs {
+		out = append(out, pr)
+	}
+	return out
 }
 
 // place puts in the probes of every spec. Every spec of the main program
 // must name something: a typo is reported before the program runs, as perf
 // probe does. A LIB: spec goes in when its library is mapped, and must
 // name something then.
-func (s *session) place() error {
+func (s *session) place(pr *proc) error {
 	for _, sp := range s.specs {
 		if sp.sp.Lib != "" {
 			continue
 		}
-		if err := s.placeIn(sp, s.exe); err != nil {
-			return fmt.Errorf("-p %q: %w", sp.sp.Raw, err)
+		if _, err := s.insertAll(pr, sp, pr.exe); err != nil {
+			return fmt.Errorf("-e %q: %w", sp.sp.Raw, err)
 		}
 	}
-	if err := s.watchLibraries(); err != nil {
+	if err := s.watchLibraries(pr); err != nil {
 		return err
 	}
 	for _, rw := range s.snapshot() {
@@ -202,9 +278,9 @@ func (s *session) place() error {
 
 // watchLibraries hands the LIB: specs to a Loader, which places each as soon
 // as its library is mapped.
-func (s *session) watchLibraries() error {
+func (s *session) watchLibraries(pr *proc) error {
 	var err error
-	s.loader, err = uprobe.WatchLoader(s.proc, s.onLibraryError)
+	pr.loader, err = uprobe.WatchLoader(pr.p, s.onLibraryError)
 	if err != nil && s.hasLib() {
 		fmt.Fprintf(s.o.stderr, "trace: library probes are resolved only now, not after a dlopen: %v\n", err)
 	}
@@ -213,15 +289,19 @@ func (s *session) watchLibraries() error {
 			continue
 		}
 		sp := sp
-		err := s.loader.Add(uprobe.Library{
+		err := pr.loader.Add(uprobe.Library{
 			Name: sp.sp.Lib,
 			Place: func(ex *uprobe.Executable) ([]*ptrace.Probe, error) {
-				return s.placeLib(sp, ex)
+				probes, err := s.insertAll(pr, sp, ex)
+				if err != nil {
+					return nil, fmt.Errorf("-e %q: %w", sp.sp.Raw, err)
+				}
+				return probes, nil
 			},
 			Removed: s.dropped,
 		})
 		if err != nil {
-			return fmt.Errorf("-p %q: %w", sp.sp.Raw, err)
+			return fmt.Errorf("-e %q: %w", sp.sp.Raw, err)
 		}
 	}
 	return nil
@@ -231,17 +311,20 @@ func (s *session) watchLibraries() error {
 // library, before the program goes on (its main has not run when the
 // library was loaded at start-up).
 func (s *session) onLibraryError(lib string, err error) {
-	if s.fatal == nil && s.loader != nil && s.running {
+	if s.fatal == nil && s.running {
 		s.fatal = err
-		unix.Kill(s.pid, unix.SIGKILL)
+		for _, pr := range s.procList() {
+			unix.Kill(pr.pid, unix.SIGKILL)
+		}
 	}
 }
 
-// run lets the program go until it ends or a signal asks to detach.
+// run lets the programs go until they end or a signal asks to detach.
 func (s *session) run() (*Result, int) {
 	o := s.o
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	s.stop = cancel
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, unix.SIGINT, unix.SIGTERM)
 	defer signal.Stop(sig)
@@ -251,22 +334,54 @@ func (s *session) run() (*Result, int) {
 		case <-ctx.Done():
 			return
 		}
-		if o.pid == 0 {
+		if len(o.pids) == 0 {
 			// A Ctrl-C at a terminal reaches the started program too:
 			// give it the time to end (or handle it) by itself, so the
 			// summary says how it ended rather than detaching from a
 			// process about to die.
 			select {
-			case <-s.proc.Done():
+			case <-s.main.p.Done():
 			case <-time.After(graceOnSignal):
 			}
 		}
 		cancel()
 	}()
+	// Lines are written as they happen: a flush every tenth of a second
+	// shows them live (also when attached) without a system call per line.
+	flushDone := make(chan struct{})
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				s.mu.Lock()
+				s.out.Flush()
+				s.mu.Unlock()
+			case <-flushDone:
+				return
+			}
+		}
+	}()
+	defer close(flushDone)
 
+	s.mu.Lock()
 	s.running = true
-	exit, err := s.proc.Run(ctx)
-	res := &Result{Pid: s.pid, Program: o.argv}
+	var others []*proc
+	for _, pr := range s.procs {
+		if pr != s.main {
+			others = append(others, pr)
+		}
+	}
+	s.mu.Unlock()
+	for _, pr := range others {
+		s.runChild(ctx, pr)
+	}
+	exit, err := s.main.p.Run(ctx)
+	// Children followed with -f (and the other attached processes) are
+	// waited for too, as strace -f does.
+	s.wg.Wait()
+	res := &Result{Pid: s.main.pid, Program: o.argv}
 	code := 0
 	switch {
 	case exit != nil:
@@ -278,6 +393,13 @@ func (s *session) run() (*Result, int) {
 		}
 	case ctx.Err() != nil:
 		res.Detached = true
+		if s.stopped && len(o.pids) == 0 {
+			// --max-events let a started program go: it is still the
+			// tracer's child, and ends before the summary, as it would
+			// have without the tracer.
+			var ws unix.WaitStatus
+			unix.Wait4(s.main.pid, &ws, 0, nil)
+		}
 	default:
 		fmt.Fprintln(o.stderr, "trace:", err)
 		code = 1
@@ -286,25 +408,36 @@ func (s *session) run() (*Result, int) {
 	return res, code
 }
 
+// runChild waits for a process other than the main one in the background.
+func (s *session) runChild(ctx context.Context, pr *proc) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		pr.p.Run(ctx)
+	}()
+}
+
 // graceOnSignal is how long a started program may take to end by itself
 // after the tracer got SIGINT or SIGTERM, before the tracer detaches.
 const graceOnSignal = 200 * time.Millisecond
 
-// abandon lets go of a process the tracer will not run: a started program
-// that never ran its first instruction is killed, an attached one left as
-// it was.
+// abandon lets go of the processes the tracer will not run: a started
+// program that never ran its first instruction is killed, attached ones
+// left as they were.
 func (s *session) abandon() {
-	if s.exe != nil {
-		s.exe.Close()
+	for _, pr := range s.procList() {
+		if pr.exe != nil {
+			pr.exe.Close()
+		}
+		if len(s.o.pids) != 0 {
+			pr.p.Detach()
+			continue
+		}
+		// Killed while still stopped, then reaped by the engine: detaching
+		// first would let the program run, however briefly, and print.
+		unix.Kill(pr.pid, unix.SIGKILL)
+		pr.p.Run(context.Background())
 	}
-	if s.o.pid != 0 {
-		s.proc.Detach()
-		return
-	}
-	// Killed while still stopped, then reaped by the engine: detaching first
-	// would let the program run, however briefly, and print.
-	unix.Kill(s.pid, unix.SIGKILL)
-	s.proc.Run(context.Background())
 }
 
 func (s *session) hasLib() bool {
@@ -316,25 +449,16 @@ func (s *session) hasLib() bool {
 	return false
 }
 
-// placeIn resolves sp in ex and inserts a probe at every site. A site whose
-// instruction cannot be probed keeps a row with the reason; a spec that
-// names nothing is an error.
-func (s *session) placeIn(sp *spec, ex *uprobe.Executable) error {
-	_, err := s.insertAll(sp, ex)
-	return err
-}
+// progressOver is the number of sites from which placing them shows a
+// progress line on stderr.
+const progressOver = 2000
 
-// placeLib is the Place function of a LIB: spec.
-func (s *session) placeLib(sp *spec, ex *uprobe.Executable) ([]*ptrace.Probe, error) {
-	probes, err := s.insertAll(sp, ex)
-	if err != nil {
-		return nil, fmt.Errorf("-p %q: %w", sp.sp.Raw, err)
-	}
-	return probes, nil
-}
-
-func (s *session) insertAll(sp *spec, ex *uprobe.Executable) ([]*ptrace.Probe, error) {
-	sites, err := sp.sp.Resolve(ex, s.proc)
+// insertAll resolves sp in ex and inserts a probe at every site (and, for
+// calls, at every RET of each function). A site whose instruction cannot
+// be probed keeps a row with the reason; a spec that names nothing is an
+// error.
+func (s *session) insertAll(pr *proc, sp *spec, ex *uprobe.Executable) ([]*ptrace.Probe, error) {
+	sites, err := sp.sp.Resolve(ex, pr.p)
 	if err != nil {
 		return nil, err
 	}
@@ -342,18 +466,61 @@ func (s *session) insertAll(sp *spec, ex *uprobe.Executable) ([]*ptrace.Probe, e
 		return nil, errors.New("matches no function")
 	}
 	sp.placed = true
+	calls := sp.calls()
+	progress := len(sites) >= progressOver && !s.running
+	start := time.Now()
 	var probes []*ptrace.Probe
 	for i := range sites {
-		if pr := s.insert(sp, ex, &sites[i]); pr != nil {
-			probes = append(probes, pr)
+		if progress && i%500 == 0 {
+			fmt.Fprintf(s.o.stderr, "\rtrace: %q: placing probes at %d of %d functions", sp.sp.Raw, i, len(sites))
 		}
+		site := &sites[i]
+		var fi *fnInfo
+		if calls && site.Func != nil {
+			fi = s.fnFor(sp, ex, site)
+		}
+		p := s.insert(pr, sp, ex, site, fi)
+		if p == nil {
+			continue
+		}
+		probes = append(probes, p)
+		if fi != nil {
+			probes = append(probes, s.insertReturns(pr, ex, site, fi)...)
+		}
+	}
+	if progress {
+		fmt.Fprintf(s.o.stderr, "\rtrace: %q: %d probes placed at %d functions in %.1fs\n", sp.sp.Raw, len(probes), len(sites), time.Since(start).Seconds())
 	}
 	return probes, nil
 }
 
-// insert puts one probe in, reusing the row of an earlier probe at the same
-// site (one dropped at a dlclose, say) so hits add up.
-func (s *session) insert(sp *spec, ex *uprobe.Executable, ps *probespec.Site) *ptrace.Probe {
+// insertReturns probes the RET instructions of a call's function. A RET
+// that cannot be probed leaves its calls to end unseen (abandoned at the
+// next call on that stack).
+func (s *session) insertReturns(pr *proc, ex *uprobe.Executable, site *probespec.Site, fi *fnInfo) []*ptrace.Probe {
+	rets, err := ex.ReturnSites(pr.p, site.Func)
+	if err != nil {
+		s.note(fmt.Sprintf("%s: returns not probed: %v", fi.Name, err))
+		return nil
+	}
+	var out []*ptrace.Probe
+	for _, r := range rets {
+		p, err := pr.p.Insert(r.PC, s.o.strategy, s.onReturn)
+		if err != nil {
+			s.note(fmt.Sprintf("%s: a return not probed: %v", fi.Name, err))
+			continue
+		}
+		s.mu.Lock()
+		s.byProbe[p] = &probeInfo{proc: pr, ret: fi}
+		s.mu.Unlock()
+		out = append(out, p)
+	}
+	return out
+}
+
+// insert puts one probe in, reusing the row of the same site (in another
+// process, or an earlier image or mapping) so hits add up.
+func (s *session) insert(pr *proc, sp *spec, ex *uprobe.Executable, ps *probespec.Site, fi *fnInfo) *ptrace.Probe {
 	name := ps.String()
 	file := ""
 	if sp.sp.Lib != "" {
@@ -363,115 +530,61 @@ func (s *session) insert(sp *spec, ex *uprobe.Executable, ps *probespec.Site) *p
 	s.mu.Lock()
 	var rw *Row
 	for _, r := range s.rows {
-		if r.probe == nil && r.Spec == sp.sp.Raw && r.Site == name {
+		if r.Spec == sp.sp.Raw && r.Site == name {
 			rw = r
 			break
 		}
 	}
 	if rw == nil {
-		rw = &Row{Spec: sp.sp.Raw, Site: name, File: file}
+		rw = &Row{Spec: sp.sp.Raw, Site: name, File: file, Addr: ps.PC, fn: fi, quoted: quote(name)}
 		s.rows = append(s.rows, rw)
 	}
-	rw.Addr, rw.args, rw.Error = ps.PC, ps.Args, ""
-	rw.quoted, rw.quotedArgs = quote(name), nil
-	for _, a := range ps.Args {
-		rw.quotedArgs = append(rw.quotedArgs, quote(a.Label))
-	}
+	rw.args, rw.cond = ps.Args, ps.Cond
 	s.mu.Unlock()
 
-	pr, err := s.proc.Insert(ps.PC, s.o.strategy, s.handler(rw))
+	handler := s.onHit
+	if fi != nil {
+		handler = s.onEntry
+	}
+	p, err := pr.p.Insert(ps.PC, s.o.strategy, handler)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		rw.Error = err.Error()
+		if rw.Insn == "" {
+			rw.Error = err.Error()
+		}
 		return nil
 	}
-	rw.probe, rw.Insn, rw.Verdict, rw.Strategy = pr, pr.Insn.String(), verdict(pr.Insn), pr.Strategy.String()
-	s.byProbe[pr] = rw
-	return pr
+	rw.Error = ""
+	rw.Insn, rw.Verdict, rw.Strategy = p.Insn.String(), verdict(p.Insn), p.Strategy.String()
+	s.byProbe[p] = &probeInfo{row: rw, proc: pr}
+	return p
 }
 
-// dropped keeps the hits of a library probe the Loader took out before an
-// unmap; the row gets a new probe when the library is back.
-func (s *session) dropped(pr *ptrace.Probe) {
+// dropped forgets a library probe the Loader took out before an unmap;
+// the row gets a new probe when the library is back.
+func (s *session) dropped(p *ptrace.Probe) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rw := s.byProbe[pr]; rw != nil {
-		rw.base += pr.Hits()
-		rw.probe = nil
-		delete(s.byProbe, pr)
-	}
+	delete(s.byProbe, p)
 	// The time the loader's work takes is not a probe's.
 	s.last = nil
-}
-
-// handler returns the function run on each hit of rw's probe.
-func (s *session) handler(rw *Row) ptrace.Handler {
-	return func(tid int, p *ptrace.Probe, r *regs.Regs, m memio.Memory) {
-		s.account(rw)
-		if s.o.verbose {
-			s.printHit(tid, rw, r)
-		}
-	}
 }
 
 // account charges the tracer thread's CPU time since the previous hit to
 // that hit's row. A thread CPU clock counts only the time the tracer spends
 // working, not the time it sleeps in wait4, so this is the tracer's cost per
-// hit, handler and clock reading included.
+// hit, handler and clock reading included. Called with mu held.
 func (s *session) account(rw *Row) {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
 	now := ts.Nano()
-	s.mu.Lock()
 	if s.last != nil {
 		s.last.cpu += now - s.lastNs
 		s.last.intervals++
 	}
 	s.last, s.lastNs = rw, now
-	s.mu.Unlock()
-}
-
-// printHit writes "tid 1234 main.f+0x4 x=0x2a rsi=0x0", or with -json
-// {"tid":1234,"probe":"main.f+0x4","args":{"x":"0x2a","rsi":"0x0"}} (one
-// object per line, before the summary), through a reused buffer.
-func (s *session) printHit(tid int, rw *Row, r *regs.Regs) {
-	b := s.line[:0]
-	if s.o.json {
-		b = append(b, `{"tid":`...)
-		b = strconv.AppendInt(b, int64(tid), 10)
-		b = append(b, `,"probe":`...)
-		b = append(b, rw.quoted...)
-		if len(rw.args) > 0 {
-			b = append(b, `,"args":{`...)
-			for i, a := range rw.args {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = append(b, rw.quotedArgs[i]...)
-				b = append(b, `:"0x`...)
-				b = strconv.AppendUint(b, r.Get(a.Reg), 16)
-				b = append(b, '"')
-			}
-			b = append(b, '}')
-		}
-		b = append(b, "}\n"...)
-	} else {
-		b = append(b, "tid "...)
-		b = strconv.AppendInt(b, int64(tid), 10)
-		b = append(b, ' ')
-		b = append(b, rw.Site...)
-		for _, a := range rw.args {
-			b = append(b, ' ')
-			b = append(b, a.Label...)
-			b = append(b, "=0x"...)
-			b = strconv.AppendUint(b, r.Get(a.Reg), 16)
-		}
-		b = append(b, '\n')
-	}
-	s.out.Write(b)
-	s.line = b
 }
 
 // quote returns v as a JSON string.
@@ -487,38 +600,93 @@ func (s *session) snapshot() []*Row {
 	return append([]*Row(nil), s.rows...)
 }
 
-// onExec runs on the tracer thread when the program calls execve: the
+// onFork runs on the tracer thread when a followed process forks: the
+// child has copies of its parent's probes, which are mapped to the rows of
+// the parent's, and it is waited for in the background.
+func (s *session) onFork(child *ptrace.Process) {
+	s.mu.Lock()
+	parent := s.procOf(child)
+	s.mu.Unlock()
+	pr := &proc{p: child, pid: child.Pid(), sym: uprobe.NewSymbolizer(child.Pid()), placed: map[string]*ptrace.Probe{}}
+	if parent != nil && parent.exe != nil {
+		if ex, err := uprobe.OpenExecutable(parent.exe.Path()); err == nil {
+			pr.exe = ex
+		}
+	}
+	// The parent's probes by address, to find what each copy is.
+	byAddr := map[uint64]*probeInfo{}
+	s.mu.Lock()
+	for p, info := range s.byProbe {
+		if info.proc == parent {
+			byAddr[p.Addr] = info
+		}
+	}
+	s.mu.Unlock()
+	copies := child.Probes()
+	s.mu.Lock()
+	for _, p := range copies {
+		if info := byAddr[p.Addr]; info != nil {
+			c := *info
+			c.proc = pr
+			s.byProbe[p] = &c
+		}
+	}
+	s.procs[pr.pid] = pr
+	ctx := context.Background()
+	s.mu.Unlock()
+	s.runChild(ctx, pr)
+}
+
+// procOf finds the session's record of a process. Called with mu held.
+func (s *session) procOf(p *ptrace.Process) *proc {
+	for _, pr := range s.procs {
+		if pr.p == p {
+			return pr
+		}
+	}
+	return nil
+}
+
+// onExec runs on the tracer thread when a process calls execve: the
 // probes went with the old image, so every spec is placed again in the new
 // one (which may not have the functions: then it is noted, not fatal).
 func (s *session) onExec(p *ptrace.Process) {
 	s.mu.Lock()
-	for _, rw := range s.rows {
-		if rw.probe != nil {
-			rw.base += rw.probe.Hits()
-			rw.probe = nil
+	pr := s.procOf(p)
+	if pr == nil {
+		pr = &proc{p: p, pid: p.Pid(), sym: uprobe.NewSymbolizer(p.Pid()), placed: map[string]*ptrace.Probe{}}
+		s.procs[pr.pid] = pr
+	}
+	for pb, info := range s.byProbe {
+		if info.proc == pr {
+			delete(s.byProbe, pb)
 		}
 	}
-	s.byProbe = map[*ptrace.Probe]*Row{}
+	pr.calls.Reset()
+	pr.sym.Close()
+	pr.sym = uprobe.NewSymbolizer(pr.pid)
 	s.last = nil
 	s.mu.Unlock()
-	if s.exe != nil {
-		s.exe.Close()
+	if pr.exe != nil {
+		pr.exe.Close()
 	}
 	var err error
-	if s.exe, err = uprobe.OpenExecutable(fmt.Sprintf("/proc/%d/exe", s.pid)); err != nil {
-		s.note(fmt.Sprintf("after exec: %v", err))
+	if pr.exe, err = uprobe.OpenExecutable(fmt.Sprintf("/proc/%d/exe", pr.pid)); err != nil {
+		s.note(fmt.Sprintf("pid %d after exec: %v", pr.pid, err))
 		return
 	}
 	for _, sp := range s.specs {
 		if sp.sp.Lib != "" {
 			continue
 		}
-		if err := s.placeIn(sp, s.exe); err != nil {
-			s.note(fmt.Sprintf("-p %q after exec: %v", sp.sp.Raw, err))
+		if _, err := s.insertAll(pr, sp, pr.exe); err != nil {
+			s.note(fmt.Sprintf("-e %q in pid %d after exec: %v", sp.sp.Raw, pr.pid, err))
 		}
 	}
-	if s.loader != nil {
-		s.loader.Exec()
+	if pr.loader != nil {
+		pr.loader.Exec()
+	} else if s.hasLib() {
+		s.watchLibraries(pr)
 	}
 }
 
@@ -528,21 +696,31 @@ func (s *session) note(msg string) {
 	s.mu.Unlock()
 }
 
-// finish fills the result with the final counts.
+// finish fills the result with the final counts, and ends the calls still
+// in progress.
 func (s *session) finish(res *Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closeOpen()
 	for _, rw := range s.rows {
-		rw.Hits = rw.hits()
+		rw.Hits = rw.hits
 		if rw.intervals > 0 {
 			rw.CPUPerHitNs = float64(rw.cpu) / float64(rw.intervals)
 		}
 		res.Probes = append(res.Probes, rw)
 	}
+	for _, pr := range s.procs {
+		pr.calls.Pending(func(_ uint64, fr *uprobe.Frame[call]) {
+			if fr.Value.fn != nil {
+				fr.Value.fn.stats.Unfinished++
+			}
+		})
+	}
+	res.Calls = s.callStats()
 	res.Errors = append(res.Errors, s.errs...)
 	for _, sp := range s.specs {
 		if sp.sp.Lib != "" && !sp.placed {
-			res.Errors = append(res.Errors, fmt.Sprintf("-p %q: library %q was never mapped", sp.sp.Raw, sp.sp.Lib))
+			res.Errors = append(res.Errors, fmt.Sprintf("-e %q: library %q was never mapped", sp.sp.Raw, sp.sp.Lib))
 		}
 	}
 	if res.Probes == nil {
