@@ -59,12 +59,12 @@ type call struct {
 	start int64 // monotonic ns
 	tid   int
 	depth int
-	keep  bool        // passed the filters known at the entry
-	open  bool        // its line is printed up to the arguments
-	args  string      // the printed arguments, when printed at the return
-	entry *regs.Regs  // the entry registers, for a filter on retval
-	stack []uint64    // with --stack
-	id    uint64      // its number, telling it from the open line's call
+	keep  bool       // passed the filters known at the entry
+	open  bool       // its line is printed up to the arguments
+	args  string     // the printed arguments, when printed at the return
+	entry *regs.Regs // the entry registers, for a filter on retval
+	stack []uint64   // with --stack
+	id    uint64     // its number, telling it from the open line's call
 }
 
 // fnFor returns the record of the function of site for spec sp: one per

@@ -134,4 +134,3 @@ func touchesMemory(in *decode.Insn) bool {
 	}
 	return false
 }
-

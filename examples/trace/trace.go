@@ -94,10 +94,10 @@ func (sp *spec) calls() bool {
 type proc struct {
 	p      *ptrace.Process
 	pid    int
-	exe    *uprobe.Executable     // its program's file, opened once per image
-	loader *uprobe.Loader         // places the LIB: specs
-	calls  uprobe.Calls[call]     // calls in progress, per thread or goroutine
-	sym    *uprobe.Symbolizer     // names stack frames
+	exe    *uprobe.Executable // its program's file, opened once per image
+	loader *uprobe.Loader     // places the LIB: specs
+	calls  uprobe.Calls[call] // calls in progress, per thread or goroutine
+	sym    *uprobe.Symbolizer // names stack frames
 	placed map[string]*ptrace.Probe
 }
 
