@@ -28,7 +28,11 @@ type Frame[T any] struct {
 	Func uint64
 	// Pos is the call's position on its stack (see StackOf): larger is
 	// deeper.
-	Pos   uint64
+	Pos uint64
+	// Ret is the call's return address: a call at the same position with
+	// the same return address was reached by a tail call; with another,
+	// the frame there is gone (longjmp out of it, say).
+	Ret   uint64
 	Value T
 }
 
@@ -37,10 +41,10 @@ type Frame[T any] struct {
 // ends in a tail call to an unprobed function never shows its return.
 const maxTailFrames = 8
 
-// Enter records a call of fn at position pos of stack. It returns the frames
-// found gone (at or below pos: a call there has returned unseen), deepest
-// first; the slice is valid until the next call.
-func (c *Calls[T]) Enter(stack, pos, fn uint64, v T) (abandoned []Frame[T]) {
+// Enter records a call of fn at position pos of stack, returning to ret.
+// It returns the frames found gone (at or below pos: a call there has
+// returned unseen), deepest first; the slice is valid until the next call.
+func (c *Calls[T]) Enter(stack, pos, ret, fn uint64, v T) (abandoned []Frame[T]) {
 	if c.stacks == nil {
 		c.stacks = map[uint64][]Frame[T]{}
 	}
@@ -50,8 +54,8 @@ func (c *Calls[T]) Enter(stack, pos, fn uint64, v T) (abandoned []Frame[T]) {
 	for len(st) > 0 {
 		top := st[len(st)-1]
 		// A frame at the same position survives only as the caller of a
-		// tail call: fn is another function.
-		if top.Pos < pos || (top.Pos == pos && top.Func != fn && same < maxTailFrames) {
+		// tail call: fn is another function, returning where it would.
+		if top.Pos < pos || (top.Pos == pos && top.Func != fn && top.Ret == ret) {
 			break
 		}
 		c.out = append(c.out, top)
@@ -64,7 +68,7 @@ func (c *Calls[T]) Enter(stack, pos, fn uint64, v T) (abandoned []Frame[T]) {
 		c.out = append(c.out, st[len(st)-same])
 		st = append(st[:len(st)-same], st[len(st)-same+1:]...)
 	}
-	c.stacks[stack] = append(st, Frame[T]{Func: fn, Pos: pos, Value: v})
+	c.stacks[stack] = append(st, Frame[T]{Func: fn, Pos: pos, Ret: ret, Value: v})
 	return c.out
 }
 
@@ -82,11 +86,16 @@ func (c *Calls[T]) Return(stack, pos, fn uint64) (done, abandoned []Frame[T]) {
 		st = st[:len(st)-1]
 	}
 	n := len(c.out)
+	// Frames at pos are fn's call and those that share its position: the
+	// calls that tail-called fn, or that fn tail-called, or other probes'
+	// calls of the same function. fn's RET ends them all.
 	i := len(st)
+	match := false
 	for i > 0 && st[i-1].Pos == pos {
 		i--
+		match = match || st[i].Func == fn
 	}
-	if i < len(st) && st[len(st)-1].Func == fn {
+	if match {
 		for j := len(st) - 1; j >= i; j-- {
 			c.out = append(c.out, st[j])
 		}
@@ -121,20 +130,22 @@ func (c *Calls[T]) Reset() { clear(c.stacks) }
 const gStackHi = 8
 
 // StackOf returns the stack a thread stopped at a function's entry or RET
-// runs on, and the call's position on it (larger is deeper), for Calls.
+// runs on, the call's position on it (larger is deeper), and the return
+// address at rsp, for Calls.
 // For C (goFunc false) the stack is the thread's and the position is
 // derived from rsp. A Go function runs on its goroutine's stack, which
 // moves when it grows: the stack is the goroutine (its g, in r14 under
 // Go's register ABI) and the position is rsp's distance from the stack's
 // top, which a move keeps. When g cannot be read (an assembly function
 // whose r14 is not g), the thread's stack and rsp are used.
-func StackOf(tid int, r *regs.Regs, m memio.Memory, goFunc bool) (stack, pos uint64) {
+func StackOf(tid int, r *regs.Regs, m memio.Memory, goFunc bool) (stack, pos, ret uint64) {
 	sp := r.GPR[regs.RSP]
+	ret, _ = memio.ReadUint(m, sp, 8)
 	if goFunc {
 		g := r.GPR[regs.R14]
 		if hi, err := memio.ReadUint(m, g+gStackHi, 8); err == nil && hi > sp && hi-sp < 1<<32 {
-			return g, hi - sp
+			return g, hi - sp, ret
 		}
 	}
-	return uint64(tid), ^sp
+	return uint64(tid), ^sp, ret
 }

@@ -19,7 +19,7 @@ func TestCallsRecursionAndLongjmp(t *testing.T) {
 	var c Calls[int]
 	// f calls f calls f (deeper is a larger position).
 	for i := 0; i < 3; i++ {
-		assert.Empty(t, c.Enter(1, uint64(10+i), 0xf, i))
+		assert.Empty(t, c.Enter(1, uint64(10+i), 0x100, 0xf, i))
 	}
 	done, gone := c.Return(1, 12, 0xf)
 	require.Len(t, done, 1)
@@ -29,7 +29,7 @@ func TestCallsRecursionAndLongjmp(t *testing.T) {
 
 	// A longjmp from depth 3 back to the outermost f's caller: the next
 	// call at position 10 finds both fs gone.
-	gone = c.Enter(1, 10, 0xf, 9)
+	gone = c.Enter(1, 10, 0x100, 0xf, 9)
 	assert.Equal(t, []uint64{0xf, 0xf}, funcs(gone))
 	done, gone = c.Return(1, 10, 0xf)
 	assert.Empty(t, gone)
@@ -40,17 +40,27 @@ func TestCallsRecursionAndLongjmp(t *testing.T) {
 
 func TestCallsTailCall(t *testing.T) {
 	var c Calls[int]
-	c.Enter(1, 10, 0xa, 1)
-	// a jumps to b: same position, another function.
-	assert.Empty(t, c.Enter(1, 10, 0xb, 2))
+	c.Enter(1, 10, 0x100, 0xa, 1)
+	// a jumps to b: same position, another function, same return address.
+	assert.Empty(t, c.Enter(1, 10, 0x100, 0xb, 2))
 	done, gone := c.Return(1, 10, 0xb)
 	assert.Empty(t, gone)
 	assert.Equal(t, []uint64{0xb, 0xa}, funcs(done), "b's RET ends a's call too")
 
 	// Another stack is not disturbed, and a RET whose entry was not seen
 	// ends nothing.
-	c.Enter(2, 5, 0xa, 3)
+	c.Enter(2, 5, 0x100, 0xa, 3)
 	done, _ = c.Return(1, 7, 0xa)
 	assert.Empty(t, done)
 	assert.Equal(t, 1, c.Depth(2))
+}
+
+// After a longjmp out of a, a call of b from the same position but another
+// call site finds a gone.
+func TestCallsSamePositionOtherSite(t *testing.T) {
+	var c Calls[int]
+	c.Enter(1, 10, 0x100, 0xa, 1)
+	assert.Equal(t, []uint64{0xa}, funcs(c.Enter(1, 10, 0x108, 0xb, 2)))
+	done, _ := c.Return(1, 10, 0xb)
+	assert.Equal(t, []uint64{0xb}, funcs(done))
 }

@@ -147,7 +147,7 @@ func (s *session) onEntry(tid int, p *ptrace.Probe, r *regs.Regs, m memio.Memory
 	rw.hits++
 	s.account(rw)
 	fi := rw.fn
-	stack, pos := uprobe.StackOf(tid, r, m, fi.goFunc)
+	stack, pos, ret := uprobe.StackOf(tid, r, m, fi.goFunc)
 	s.seq++
 	c := call{fn: fi, start: t, tid: tid, depth: pr.calls.Depth(stack), id: s.seq}
 	c.keep = s.wanted(tid) && fi.cond.Eval(r, nil, m, s.o.strSize)
@@ -169,7 +169,7 @@ func (s *session) onEntry(tid int, p *ptrace.Probe, r *regs.Regs, m memio.Memory
 			}
 		}
 	}
-	for _, gone := range pr.calls.Enter(stack, pos, fi.id, c) {
+	for _, gone := range pr.calls.Enter(stack, pos, ret, fi.id, c) {
 		gone.Value.fn.stats.Unfinished++
 	}
 }
@@ -185,7 +185,7 @@ func (s *session) onReturn(tid int, p *ptrace.Probe, r *regs.Regs, m memio.Memor
 		return
 	}
 	pr, fi := in.proc, in.ret
-	stack, pos := uprobe.StackOf(tid, r, m, fi.goFunc)
+	stack, pos, _ := uprobe.StackOf(tid, r, m, fi.goFunc)
 	done, gone := pr.calls.Return(stack, pos, fi.id)
 	for _, g := range gone {
 		g.Value.fn.stats.Unfinished++
