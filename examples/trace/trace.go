@@ -467,7 +467,7 @@ func (s *session) insertAll(pr *proc, sp *spec, ex *uprobe.Executable) ([]*ptrac
 	}
 	sp.placed = true
 	calls := sp.calls()
-	progress := len(sites) >= progressOver && !s.running
+	progress := len(sites) >= progressOver
 	start := time.Now()
 	var probes []*ptrace.Probe
 	for i := range sites {
