@@ -105,18 +105,28 @@ func (s *session) info(p *ptrace.Probe) *probeInfo {
 	return s.byProbe[p]
 }
 
+// hit counts a hit of an entry or plain probe and charges the tracer's
+// time; nil for a probe the session no longer knows (dropped with its
+// image). Called with mu held.
+func (s *session) hit(p *ptrace.Probe) *probeInfo {
+	in := s.info(p)
+	if in != nil {
+		in.row.hits++
+		s.account(in.row)
+	}
+	return in
+}
+
 // onHit serves a probe that is not a call.
 func (s *session) onHit(tid int, p *ptrace.Probe, r *regs.Regs, m memio.Memory) {
 	t := now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	in := s.info(p)
+	in := s.hit(p)
 	if in == nil {
 		return
 	}
 	rw := in.row
-	rw.hits++
-	s.account(rw)
 	if !s.wanted(tid) || !rw.cond.Eval(r, r, m, s.o.strSize) {
 		return
 	}
@@ -139,14 +149,11 @@ func (s *session) onEntry(tid int, p *ptrace.Probe, r *regs.Regs, m memio.Memory
 	t := now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	in := s.info(p)
+	in := s.hit(p)
 	if in == nil {
 		return
 	}
-	rw, pr := in.row, in.proc
-	rw.hits++
-	s.account(rw)
-	fi := rw.fn
+	pr, fi := in.proc, in.row.fn
 	stack, pos, ret := uprobe.StackOf(tid, r, m, fi.goFunc)
 	s.seq++
 	c := call{fn: fi, start: t, tid: tid, depth: pr.calls.Depth(stack), id: s.seq}

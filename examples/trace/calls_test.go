@@ -329,15 +329,7 @@ func TestFollowForkExec(t *testing.T) {
 // -p attaches to a running program; lines are written as calls happen, and
 // SIGINT detaches.
 func TestAttachLiveLines(t *testing.T) {
-	bin := buildC(t, cLoop)
-	prog := exec.Command(bin)
-	stdout, err := prog.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, prog.Start())
-	defer prog.Process.Kill()
-	buf := make([]byte, 6)
-	_, err = stdout.Read(buf)
-	require.NoError(t, err)
+	prog, _ := startLoop(t)
 
 	out := filepath.Join(t.TempDir(), "lines.txt")
 	tr := exec.Command(tracerBin, "-v", "-T", "-o", out, "-p", itoa(prog.Process.Pid), "-e", "tick")

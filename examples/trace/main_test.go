@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -434,17 +435,25 @@ int main(void) {
 }
 `
 
-func TestAttachDetachOnSIGINT(t *testing.T) {
+// startLoop starts cLoop untraced and waits until it is ready; the caller
+// reads the rest of its output from stdout.
+func startLoop(t *testing.T) (prog *exec.Cmd, stdout io.Reader) {
+	t.Helper()
 	bin := buildC(t, cLoop)
-	prog := exec.Command(bin)
-	stdout, err := prog.StdoutPipe()
+	prog = exec.Command(bin)
+	out, err := prog.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, prog.Start())
-	defer prog.Process.Kill()
+	t.Cleanup(func() { prog.Process.Kill() })
 	buf := make([]byte, 6)
-	_, err = stdout.Read(buf)
+	_, err = io.ReadFull(out, buf)
 	require.NoError(t, err)
 	require.Equal(t, "ready\n", string(buf))
+	return prog, out
+}
+
+func TestAttachDetachOnSIGINT(t *testing.T) {
+	prog, stdout := startLoop(t)
 
 	out := filepath.Join(t.TempDir(), "result.json")
 	tr := exec.Command(tracerBin, "-json", "-o", out, "-p", itoa(prog.Process.Pid), "-e", "tick arg0")
