@@ -546,26 +546,55 @@ func TestCoreSingleStepDuringPosixSpawn(t *testing.T) {
 func TestCoreCancelDuringVfork(t *testing.T) {
 	bin, _ := buildCore(t)
 	addr := symbols(t, bin, "c_f")["c_f"]
-	r := coreStart(t, coreTracer(t), []string{"vforksleep", "2000"})
-	f := insert(t, r.p, addr, SingleStep, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := runAsync(r.p, ctx)
-	waitFor(t, 5*time.Second, "the hit before the vfork", func() bool { return f.Hits() == 1 })
-	time.Sleep(300 * time.Millisecond) // the child is in its sleep
-	res := cancelWithin(t, cancel, done)
-	assert.ErrorIs(t, res.err, context.Canceled)
+	for _, shared := range []bool{false, true} {
+		t.Run(map[bool]string{false: "own tracer", true: "shared tracer"}[shared], func(t *testing.T) {
+			var r *coreRun
+			if shared {
+				r = coreStart(t, coreTracer(t), []string{"vforksleep", "2000"})
+			} else {
+				r = &coreRun{cmd: exec.Command(bin, "vforksleep", "2000"), out: &syncBuffer{}, errOut: &syncBuffer{}}
+				r.cmd.Stdout, r.cmd.Stderr = r.out, r.errOut
+				var err error
+				r.p, err = Start(r.cmd)
+				require.NoError(t, err)
+				t.Cleanup(func() { r.cmd.Process.Kill() })
+			}
+			f := insert(t, r.p, addr, SingleStep, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := runAsync(r.p, ctx)
+			waitFor(t, 5*time.Second, "the hit before the vfork", func() bool { return f.Hits() == 1 })
+			time.Sleep(300 * time.Millisecond) // the child is in its sleep
+			var res runResult
+			if shared {
+				// The parent waiting for its child can be let go only
+				// when the child execs: Run returns then, not before
+				// (a wait for the program meanwhile would take the
+				// parent's ptrace stop), and not much after.
+				start := time.Now()
+				cancel()
+				res = waitRun(t, done)
+				assert.Less(t, time.Since(start), 2500*time.Millisecond, "Run returns when the vfork ends")
+			} else {
+				res = cancelWithin(t, cancel, done)
+			}
+			assert.ErrorIs(t, res.err, context.Canceled)
 
-	// The parent is still waiting for its child: its text is the file's.
-	m, err := memio.OpenProcess(r.p.Pid())
-	require.NoError(t, err)
-	got := make([]byte, 8)
-	_, err = m.ReadAt(got, int64(addr))
-	m.Close()
-	require.NoError(t, err)
-	assert.Equal(t, fileText(t, bin)(addr, 8), got, "the text after the detach")
-	waitBounded(t, r.cmd, 10*time.Second, "the detached program")
-	assert.Equal(t, "child 0 sum 500500\n", r.out.String())
+			if !shared {
+				// The parent still waits for its child: its text is
+				// the file's again.
+				m, err := memio.OpenProcess(r.p.Pid())
+				require.NoError(t, err)
+				got := make([]byte, 8)
+				_, err = m.ReadAt(got, int64(addr))
+				m.Close()
+				require.NoError(t, err)
+				assert.Equal(t, fileText(t, bin)(addr, 8), got, "the text after the detach")
+			}
+			waitBounded(t, r.cmd, 10*time.Second, "the detached program")
+			assert.Equal(t, "child 0 sum 500500\n", r.out.String())
+		})
+	}
 }
 
 // Scenario 4: a child made by clone(CLONE_VM|SIGCHLD), a process of its own

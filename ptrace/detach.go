@@ -104,6 +104,7 @@ func (t *Tracer) letGo(tid int) {
 		return
 	}
 	t.threads[tid] = &thread{tid: tid, state: leaving, p: &Process{threads: map[int]*thread{}}}
+	t.armRecheck()
 }
 
 // collectTraps deals with threads that the interrupt caught after they ran
@@ -227,6 +228,7 @@ func (t *Tracer) detachThreads(p *Process) (*Exit, error) {
 		tid := th.tid
 		if th.state == vforking {
 			th.state = leaving
+			t.armRecheck()
 			continue
 		}
 		if th.passSig != 0 {

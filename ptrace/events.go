@@ -15,6 +15,7 @@ import (
 // event handles one wait4 report.
 func (t *Tracer) event(tid int, ws unix.WaitStatus) {
 	th := t.threads[tid]
+
 	if th == nil {
 		t.unknown(tid, ws)
 		return
@@ -175,6 +176,41 @@ func (t *Tracer) leave(th *thread, ws unix.WaitStatus) {
 		sig = int(ws.StopSignal())
 	}
 	ptsys.Raw(unix.PTRACE_DETACH, th.tid, 0, uintptr(sig))
+}
+
+// leaveStopped detaches the leaving threads found stopped without a
+// report seen. The report can be taken by someone else: once its process
+// is detached, the caller waits for its child (cmd.Wait), and the kernel
+// lets a wait of the real parent take a ptrace stop when the tracer is a
+// thread of the same process. The thread would then stay stopped for
+// good. PTRACE_DETACH fails on one not stopped yet (a vfork parent still
+// waiting), so they are tried until none is left. The signal of a
+// signal-delivery-stop goes with the detach.
+func (t *Tracer) leaveStopped() bool {
+	left := false
+	for tid, th := range t.threads {
+		if th.state != leaving {
+			continue
+		}
+		sig := 0
+		var si ptsys.Siginfo
+		if ptsys.GetSiginfo(tid, &si) == 0 && si.Code()>>8 == 0 {
+			sig = int(si.Signo())
+		}
+		switch ptsys.Raw(unix.PTRACE_DETACH, tid, 0, uintptr(sig)) {
+		case 0:
+			delete(t.threads, tid)
+		case unix.ESRCH:
+			if t.zombie(tid) {
+				delete(t.threads, tid)
+				continue
+			}
+			left = true
+		default:
+			delete(t.threads, tid)
+		}
+	}
+	return left
 }
 
 // cloned registers the new thread of parent's process. Its first stop may
@@ -398,6 +434,7 @@ func (t *Tracer) releaseGuests(p *Process) {
 		case running, stepping, vforking, listening:
 			g.state = leaving
 			ptsys.Raw(unix.PTRACE_INTERRUPT, g.tid, 0, 0)
+			t.armRecheck()
 		default:
 			delete(t.threads, g.tid)
 			ptsys.Raw(unix.PTRACE_DETACH, g.tid, 0, uintptr(g.sig))

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -522,6 +523,7 @@ func (p *Process) Run(ctx context.Context) (*Exit, error) {
 		}
 		<-p.done
 		if p.exit == nil {
+			p.awaitLeavers()
 			return nil, ctx.Err()
 		}
 	}
@@ -531,6 +533,7 @@ func (p *Process) Run(ctx context.Context) (*Exit, error) {
 		p.cmd.Wait()
 	}
 	if p.exit == nil {
+		p.awaitLeavers()
 		if p.endErr != nil {
 			return nil, p.endErr
 		}
@@ -539,16 +542,60 @@ func (p *Process) Run(ctx context.Context) (*Exit, error) {
 	return p.exit, p.endErr
 }
 
+// awaitLeavers returns once no thread of the detached process p is still
+// traced. A vfork parent cannot be detached while it waits for its child
+// (see leaving): until it is, the caller must not wait for the process
+// (cmd.Wait), since the kernel would hand it the parent's ptrace stop.
+// The thread of a tracer that served only p ends now, and the kernel lets
+// the parent go with it; a shared tracer lets it go when the vfork ends.
+func (p *Process) awaitLeavers() {
+	if p.t.hand.On() {
+		return
+	}
+	if p.t.owned {
+		<-p.t.hand.Done()
+		// The thread's end, not the loop's, detaches what is left.
+		task := "/proc/self/task/" + strconv.Itoa(p.t.hand.Tid())
+		for i := 0; i < 1000; i++ {
+			if _, err := os.Stat(task); err != nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return
+	}
+	for {
+		left := false
+		err := p.t.do(func() error {
+			for _, th := range p.t.threads {
+				if th.state == leaving && th.tgid == p.pid {
+					left = true
+				}
+			}
+			return nil
+		})
+		if err != nil || !left {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // Detach removes every probe, restoring the original bytes, unmaps the XOL
 // area and lets every thread go with its pending signals, as if the process
 // had never been traced.
 //
-// The other threads are stopped first, wherever they are: a thread waiting
-// for its vfork child cannot be, and is let go when the child lets it
-// (the tracer serves it until then). Called from a handler, Detach returns
-// at once and the process is detached when every other thread has stopped.
+// The other threads are stopped first, wherever they are. A thread waiting
+// for its vfork child cannot be stopped, nor detached, until the child
+// execs or exits: Detach returns once it is let go, which for a process
+// started or attached with the package-level Start or Attach is at once
+// (the tracer's thread ends, and the kernel lets it go), and for a shared
+// Tracer when its vfork ends. Called from a handler, Detach returns at
+// once and the process is detached when every other thread has stopped.
 func (p *Process) Detach() error {
-	return p.t.call(func(done func(error)) { p.t.detach(p, done) })
+	err := p.t.call(func(done func(error)) { p.t.detach(p, done) })
+	p.awaitLeavers()
+	return err
 }
 
 // Insert puts a probe at addr and returns it. The instruction there is read

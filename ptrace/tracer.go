@@ -98,11 +98,14 @@ func NewTracer() (*Tracer, error) {
 // that a later report moves on.
 func (t *Tracer) loop(ready chan<- error, try int) {
 	t.hand.Lock()
-	if try < 16 && hasChildren(t.hand.Tid()) {
+	if try < 16 && (hasChildren(t.hand.Tid()) || t.hand.Tid() == os.Getpid()) {
 		// The loop's wait4 would reap this thread's children, started
 		// before it became the tracer's (cmd.Start elsewhere in the
-		// program): their owner's Wait would find nothing. Returning
-		// locked ends the thread, and its children go to another.
+		// program): their owner's Wait would find nothing. And the
+		// thread must end with the tracer (the kernel then lets go of
+		// anything still traced), which the main thread never does.
+		// Returning locked ends the thread (its children go to
+		// another), or parks the main thread for good.
 		go t.loop(ready, try+1)
 		return
 	}

@@ -172,9 +172,10 @@ func (t *Tracer) armRecheck() {
 }
 
 // recheckWorlds marks interrupted threads that turned zombie while a world
-// stop waited for them as stopped.
+// stop waited for them as stopped, and lets leaving threads go (see
+// leaveStopped).
 func (t *Tracer) recheckWorlds() {
-	again := false
+	again := t.leaveStopped()
 	for _, p := range t.procs {
 		if !p.world.active {
 			continue
