@@ -21,6 +21,9 @@ import (
 // that come meanwhile are queued for the loop.
 func (t *Tracer) inject(th *thread, nr uint64, args ...uint64) (uint64, error) {
 	p, tid := th.p, th.tid
+	if (th.state == serving || th.state == parked) && th.hit != 0 && !t.stillStopped(th) {
+		return 0, fmt.Errorf("ptrace: thread %d of process %d was replaced by an execve", tid, p.pid)
+	}
 	if p.sysAt == 0 {
 		at, err := findSyscall(p)
 		if err != nil {

@@ -167,7 +167,9 @@ func (s *session) onEntry(tid int, p *ptrace.Probe, r *regs.Regs, m memio.Memory
 			e := *r
 			c.entry = &e
 		}
-		if s.o.verbose && !s.o.summaryOnly {
+		// Past --max-events nothing more is reported, a call's start
+		// included.
+		if s.o.verbose && !s.o.summaryOnly && !s.stopped {
 			args := s.appendArgs(nil, fi.args, r, m)
 			if s.deferred(fi) {
 				c.args = string(args)
@@ -243,7 +245,7 @@ func (s *session) endCall(tid int, pr *proc, c *call, r *regs.Regs, m memio.Memo
 		}
 		fi.stacks[foldStack(pr, c.stack)]++
 	}
-	if s.o.verbose && !s.o.summaryOnly {
+	if s.o.verbose && !s.o.summaryOnly && !s.stopped {
 		s.endLine(tid, pr, c, r, m, t)
 	}
 	s.sinks.complete(fi.Name, pr.pid, tid, c.start, dur)
