@@ -127,6 +127,11 @@ type coreRun struct {
 // tracer is closed, so that a frozen tracer is woken by its exit.
 func coreStart(t *testing.T, tr *Tracer, args []string, opts ...Option) *coreRun {
 	bin, _ := buildCore(t)
+	return startProgram(t, tr, bin, args, opts...)
+}
+
+// startProgram starts bin with args under tr as coreStart does.
+func startProgram(t *testing.T, tr *Tracer, bin string, args []string, opts ...Option) *coreRun {
 	r := &coreRun{cmd: exec.Command(bin, args...), out: &syncBuffer{}, errOut: &syncBuffer{}}
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.errOut
 	var err error

@@ -55,18 +55,7 @@ func debugStart(t *testing.T, mode string, rest ...any) *coreRun {
 			opts = append(opts, a)
 		}
 	}
-	r := &coreRun{cmd: exec.Command(bin, args...), out: &syncBuffer{}, errOut: &syncBuffer{}}
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.errOut
-	var err error
-	r.p, err = coreTracer(t).Start(r.cmd, opts...)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		r.cmd.Process.Kill()
-		if !within(5*time.Second, func() { r.p.Detach() }) {
-			t.Error("Detach at cleanup did not return within 5s")
-		}
-	})
-	return r
+	return startProgram(t, coreTracer(t), bin, args, opts...)
 }
 
 // nextStop waits for p's next stop, failing the test after a while.

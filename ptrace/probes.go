@@ -173,23 +173,32 @@ func (p *Process) remove(pr *Probe) error {
 
 // choose settles s's strategy from the one asked for, and prepares its slot
 // when it needs one. See Auto for the cost model.
+// AutoStrategy returns the strategy Auto picks for in (see Auto), with an
+// XOL area allowed or not (NoXOL). Insert may still settle on another once
+// the slot is placed: a boosted copy whose rip-relative target is out of
+// the slot's reach is emulated or stepped instead. A refused instruction
+// gets SingleStep, which Insert refuses with the decoder's reason.
+func AutoStrategy(in *decode.Insn, xol bool) Strategy {
+	emulated, _ := emu.Supports(in)
+	boost, _ := canBoost(in)
+	switch {
+	case emulated && (!touchesMemory(in) || !boost || !xol):
+		return Emulate
+	case !xol || in.Verdict != decode.CanRun:
+		return SingleStep
+	case boost:
+		return Boost
+	}
+	return OutOfLine
+}
+
 func (p *Process) choose(s *site, strategy Strategy, final bool) error {
 	in, addr := s.insn, s.addr
 	emulated, whyNot := emu.Supports(in)
-	boost, _ := canBoost(in)
 	auto := strategy == Auto
 	switch strategy {
 	case Auto:
-		switch {
-		case emulated && (!touchesMemory(in) || !boost || p.cfg.noXOL):
-			strategy = Emulate
-		case p.cfg.noXOL:
-			strategy = SingleStep
-		case boost:
-			strategy = Boost
-		default:
-			strategy = OutOfLine
-		}
+		strategy = AutoStrategy(in, !p.cfg.noXOL)
 	case Emulate:
 		if !emulated {
 			return refuse(addr, in, "cannot be emulated: %s", whyNot)

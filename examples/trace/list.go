@@ -7,8 +7,8 @@ import (
 
 	"github.com/onetrap/onetrap/decode"
 	"github.com/onetrap/onetrap/emu"
+	"github.com/onetrap/onetrap/ptrace"
 	"github.com/onetrap/onetrap/uprobe"
-	"golang.org/x/arch/x86/x86asm"
 )
 
 // list prints, for -l PATTERN PROGRAM, the functions a glob matches with
@@ -98,39 +98,10 @@ func listLines(o *options, ex *uprobe.Executable, name string) int {
 	return 0
 }
 
-// autoStrategy is the choice ptrace.Auto makes for in (see its cost
-// model): an emulation that only changes registers, else a boosted copy,
-// else an emulation touching memory, else a stepped copy.
+// autoStrategy is the choice ptrace.Auto makes for in, or "refused".
 func autoStrategy(in *decode.Insn) string {
-	emulated, _ := emu.Supports(in)
-	boost := in.Verdict == decode.CanRun && in.Flow == decode.FlowNone && in.Op != 0 && in.Op != x86asm.SYSCALL
-	switch {
-	case emulated && (!touchesMemory(in) || !boost):
-		return "emulate"
-	case boost:
-		return "boost"
-	case in.Verdict == decode.CanRun:
-		return "outofline"
+	if emulated, _ := emu.Supports(in); in.Verdict == decode.Refused || in.Verdict == decode.EmulateOnly && !emulated {
+		return "refused"
 	}
-	return "refused"
-}
-
-// touchesMemory says whether emulating in accesses memory (a system call
-// per access on a hit).
-func touchesMemory(in *decode.Insn) bool {
-	switch in.Op {
-	case x86asm.LEA, x86asm.NOP:
-		return false
-	case x86asm.PUSH, x86asm.POP, x86asm.LEAVE, x86asm.CALL, x86asm.RET:
-		return true
-	}
-	for _, a := range in.Args {
-		if a.Kind == decode.ArgNone {
-			break
-		}
-		if a.Kind == decode.ArgMem {
-			return true
-		}
-	}
-	return false
+	return ptrace.AutoStrategy(in, true).String()
 }
