@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 
 	"github.com/onetrap/onetrap/memio"
 	"github.com/onetrap/onetrap/ptrace"
@@ -84,6 +85,10 @@ func run(comm string, argv []string, pid int, debug bool) error {
 		// On stdio the protocol owns stdout: the program writes to stderr,
 		// as under gdbserver.
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		// A process group of its own, as under gdbserver: gdb ends a server
+		// it started through a pipe by signalling the server's group, and
+		// a program detached from must not go with it.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if stdio {
 			cmd.Stdout = os.Stderr
 		}
@@ -115,7 +120,7 @@ func run(comm string, argv []string, pid int, debug bool) error {
 			io.Writer
 		}{os.Stdin, os.Stdout}
 	} else {
-		fmt.Fprintf(os.Stderr, "Listening on port %s\n", strings.TrimPrefix(ln.Addr().String(), "127.0.0.1:"))
+		fmt.Fprintf(os.Stderr, "Listening on port %d\n", ln.Addr().(*net.TCPAddr).Port)
 		c, err := ln.Accept()
 		if err != nil {
 			return err
