@@ -63,7 +63,7 @@ var errAgent = errors.New("agent expression")
 // axStackMax bounds the stack and axStepsMax the work, since a goto can
 // loop and the expression runs on the tracer thread.
 const (
-	axStackMax = 1024
+	axStackMax = 64
 	axStepsMax = 100000
 )
 
@@ -135,8 +135,7 @@ func eval(code []byte, r *regs.Regs, m memio.Memory) (uint64, error) {
 				pc = int(to)
 			}
 		case axConst8, axConst16, axConst32, axConst64, axReg:
-			n := map[byte]int{axConst8: 1, axConst16: 2, axConst32: 4, axConst64: 8, axReg: 2}[op]
-			v, err := operand(n)
+			v, err := operand(operandSize(op))
 			if err != nil {
 				return 0, err
 			}
@@ -193,6 +192,19 @@ func eval(code []byte, r *regs.Regs, m memio.Memory) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%w: more than %d steps", errAgent, axStepsMax)
+}
+
+// operandSize is the size of a constant's or reg's operand.
+func operandSize(op byte) int {
+	switch op {
+	case axConst8:
+		return 1
+	case axConst16, axReg:
+		return 2
+	case axConst32:
+		return 4
+	}
+	return 8
 }
 
 func binop(op byte, a, b uint64) (uint64, error) {
@@ -266,7 +278,7 @@ func unop(op byte, v uint64, code []byte, pc *int, m memio.Memory) (uint64, erro
 		shift := 64 - bits
 		return uint64(int64(v<<shift) >> shift), nil
 	}
-	size := map[byte]int{axRef8: 1, axRef16: 2, axRef32: 4, axRef64: 8}[op]
+	size := 1 << (op - axRef8) // ref8 ref16 ref32 ref64 are consecutive
 	var b [8]byte
 	if _, err := m.ReadAt(b[:size], int64(v)); err != nil {
 		return 0, fmt.Errorf("%w: %v", errAgent, err)
