@@ -189,7 +189,29 @@ func (p *Process) parkedThread(tid int) (*thread, error) {
 	if th == nil || th.state != parked {
 		return nil, fmt.Errorf("ptrace: thread %d of process %d: %w", tid, p.pid, ErrNotParked)
 	}
+	if !th.parked && !th.dirty && th.parkSite == nil {
+		// Started stopped (before Run): its registers are the kernel's.
+		if e := ptsys.GetRegs(tid, &th.pregs); e != 0 {
+			return nil, errno("get registers of", tid, e)
+		}
+		th.orig = th.pregs
+		th.r.LoadPtrace(&th.pregs)
+		th.dirty = true
+	}
 	return th, nil
+}
+
+// Threads returns the ids of the process's threads (its guests' too: a
+// vfork child before its exec).
+func (p *Process) Threads() []int {
+	var tids []int
+	p.t.do(func() error {
+		for tid := range p.threads {
+			tids = append(tids, tid)
+		}
+		return nil
+	})
+	return tids
 }
 
 // Regs returns the registers of thread tid, parked, or stopped with the
@@ -204,6 +226,10 @@ func (p *Process) Regs(tid int) (regs.Regs, error) {
 		case th == nil:
 			return fmt.Errorf("ptrace: no thread %d in process %d", tid, p.pid)
 		case th.state == parked:
+			th, err := p.parkedThread(tid)
+			if err != nil {
+				return err
+			}
 			r = th.r
 			return nil
 		case th.state == held:
@@ -236,7 +262,7 @@ func (p *Process) SetRegs(tid int, r *regs.Regs) error {
 		if err != nil {
 			return err
 		}
-		th.r = *r
+		th.r, th.dirty = *r, true
 		return nil
 	})
 }
@@ -337,15 +363,11 @@ func (t *Tracer) unpark(th *thread) {
 	th.parked = false
 	if s := th.parkSite; s != nil {
 		th.parkSite = nil
-		th.state = serving
+		th.state, th.dirty = serving, false
 		t.finishHit(th, s)
 		return
 	}
-	th.r.StorePtrace(&th.pregs)
-	if th.pregs != th.orig {
-		ptsys.SetRegs(th.tid, &th.pregs)
-	}
-	t.release(th)
+	t.release(th) // writes r if a debugger changed it
 }
 
 // Interrupt parks thread tid where it is, with a StopInterrupt stop.
@@ -395,7 +417,7 @@ func (p *Process) step(tid int, cpu bool) error {
 		}
 		if ok, _ := emu.Supports(in); ok && !cpu {
 			if err := emu.Step(in, &th.r, p.mem); err == nil {
-				th.parkSite, th.hit = nil, 0
+				th.parkSite, th.hit, th.dirty = nil, 0, true
 				p.emit(Stop{Tid: tid, Reason: StopStep, Addr: th.r.RIP})
 				return nil
 			}
@@ -437,7 +459,7 @@ func (t *Tracer) stepForDebugger(th *thread, s *site) {
 		}
 		return
 	}
-	th.hit = 0
+	th.hit, th.dirty = 0, false
 	th.r.StorePtrace(&th.pregs)
 	if ptsys.SetRegs(th.tid, &th.pregs) != 0 {
 		return
@@ -488,7 +510,7 @@ func (p *Process) stepLocked(th *thread) error {
 		return err
 	}
 	if ok, _ := emu.Supports(in); ok && emu.Step(in, &th.r, p.mem) == nil {
-		th.parkSite, th.hit = nil, 0
+		th.parkSite, th.hit, th.dirty = nil, 0, true
 		p.emit(Stop{Tid: th.tid, Reason: StopStep, Addr: th.r.RIP})
 		return nil
 	}

@@ -242,3 +242,26 @@ func mustAtoi(t *testing.T, s string) int {
 	require.NoError(t, err)
 	return n
 }
+
+// A process started stopped is parked at its first instruction: a debugger
+// reads its registers and steps it before Run lets it go.
+func TestStepBeforeRun(t *testing.T) {
+	r := debugStart(t, "seq")
+	tids := r.p.Threads()
+	require.Equal(t, []int{r.p.Pid()}, tids)
+	rg, err := r.p.Regs(tids[0])
+	require.NoError(t, err)
+	require.NotZero(t, rg.RIP)
+	require.NotZero(t, rg.GPR[regs.RSP])
+	for i := 0; i < 5; i++ {
+		require.NoError(t, r.p.Step(tids[0]))
+		s := nextStop(t, r.p)
+		require.Equal(t, StopStep, s.Reason)
+	}
+	after, err := r.p.Regs(tids[0])
+	require.NoError(t, err)
+	assert.NotEqual(t, rg.RIP, after.RIP)
+	res := runBounded(t, r.p, runCtx(t), hangLimit, "seq")
+	require.NoError(t, res.err)
+	assert.Equal(t, "seq 856\n", r.out.String())
+}

@@ -92,6 +92,9 @@ type thread struct {
 	parkReason StopReason
 	parked     bool
 	parkSite   *site
+	// dirty: a debugger changed r (SetRegs, an emulated Step) since the
+	// thread stopped; it is written when the thread goes on.
+	dirty bool
 
 	// The step in progress, while state is stepping.
 	step      stepKind
@@ -150,6 +153,11 @@ func (t *Tracer) release(th *thread) {
 	if th.park && !th.p.finished {
 		t.park(th, nil, Stop{Reason: th.parkReason})
 		return
+	}
+	if th.dirty {
+		th.dirty = false
+		th.r.StorePtrace(&th.pregs)
+		ptsys.SetRegs(th.tid, &th.pregs)
 	}
 	if th.sig == 0 && th.nkept > 0 {
 		th.sig = int(th.kept[0].Signo())
