@@ -34,10 +34,14 @@ func pin(b *testing.B, tid int) {
 // calling a function that starts with the program's own int3, under a
 // tracer that only waits and continues, which nothing with ptrace can beat;
 // emulate-push, emulate-sub and emulate-cmp emulate push rbp, sub rsp,0x18
-// and cmp rsp,[r14+16]; outofline, boost and singlestep run push rbp. Each
-// run starts a tracee; the default -benchtime keeps the whole under a
+// and cmp rsp,[r14+16]; outofline, boost and singlestep run push rbp;
+// none is the loop calling mov eax,42 with no probe, and jump-count the
+// same with a trapless probe on it (no trap per hit: compare with none).
+// Each run starts a tracee; the default -benchtime keeps the whole under a
 // minute.
 func BenchmarkHit(b *testing.B) {
+	b.Run("none", func(b *testing.B) { benchJump(b, false) })
+	b.Run("jump-count", func(b *testing.B) { benchJump(b, true) })
 	b.Run("floor", benchFloor)
 	for _, c := range []struct {
 		name string
@@ -104,4 +108,31 @@ func benchFloor(b *testing.B) {
 	require.True(b, ws.Exited())
 	require.Equal(b, 0, ws.ExitStatus())
 	require.Equal(b, b.N, traps)
+}
+
+// benchJump runs the benchmark loop on mov eax,42 under the tracer, with a
+// Jump probe on it (probe) or none.
+func benchJump(b *testing.B, probe bool) {
+	cmd := child("bench", "SITE=mov", fmt.Sprintf("N=%d", b.N))
+	cmd.Stdout = io.Discard
+	p, err := Start(cmd)
+	require.NoError(b, err)
+	defer func() { p.Detach(); cmd.Process.Kill() }()
+	var pr *Probe
+	if probe {
+		pr, err = p.Insert(asmfuncs.Addr(asmfuncs.SiteMovImm), Jump, nil)
+		require.NoError(b, err)
+		require.Equal(b, Jump, pr.Strategy)
+	}
+	pin(b, p.Tracer().hand.Tid())
+	pin(b, p.Pid())
+	b.ReportAllocs()
+	b.ResetTimer()
+	exit, err := p.Run(context.Background())
+	b.StopTimer()
+	require.NoError(b, err)
+	require.Equal(b, &Exit{}, exit)
+	if probe {
+		require.Equal(b, uint64(b.N), pr.Hits())
+	}
 }

@@ -153,6 +153,7 @@ func sigPending(pid, tid int, sig unix.Signal) bool {
 // detached, or waiting to step in place, goes back to the probed
 // instruction with what its handler changed.
 func (t *Tracer) leaveSlots(p *Process) {
+	t.leavePads(p, nil)
 	for _, th := range p.threads {
 		if th.state == parked && th.parked {
 			// A debugger's: what it left in its registers.
@@ -183,8 +184,7 @@ func (t *Tracer) leaveSlots(p *Process) {
 // too).
 func (t *Tracer) restoreText(p *Process) {
 	for _, s := range p.sites {
-		t.one[0] = s.orig
-		p.mem.ForceWriteAt(t.one[:], int64(s.addr))
+		p.mem.ForceWriteAt(s.origBytes(), int64(s.addr))
 		for _, pr := range s.probes {
 			pr.s = nil
 		}

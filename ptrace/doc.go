@@ -30,9 +30,23 @@
 //     operand given a new displacement or rewritten to a scratch register.
 //   - SingleStep: the original byte is restored and stepped in place with
 //     the process's other threads stopped, then the INT3 is put back.
+//   - Jump: no trap per hit. The instruction (5 bytes or more) is
+//     replaced by a jmp rel32 to a pad in the XOL area that counts the hit
+//     (lock inc of a counter in a read-write mapping of its own, the flags
+//     saved, the red zone skipped in C code, 8 bytes of stack in Go code),
+//     runs the relocated instruction and jumps back. Only for probes with
+//     no handler; the INT3 serves until a world stop writes the jump.
+//
+// If the tracer dies (SIGKILL, a crash), the kernel detaches the process
+// and a Jump-patched site keeps running correctly: its pad only counts.
+// (An INT3 left in place would kill the process with SIGTRAP at its next
+// hit.) With no tracer left to rewrite it, a fault raised by a relocated
+// instruction then shows the pad's address to the program's handler, not
+// the original one.
 //
 // Auto picks, per probe, the cheapest by the system calls a hit makes
-// beyond the trap: register-only emulations, then boosted copies (an
+// beyond the trap (Jump first, for a probe with no handler where it can
+// run): register-only emulations, then boosted copies (an
 // emulation that touches memory costs a call per access more), then the
 // stepped forms. The NoXOL option leaves the address space alone: Emulate
 // and SingleStep only.

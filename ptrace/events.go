@@ -33,6 +33,10 @@ func (t *Tracer) event(tid int, ws unix.WaitStatus) {
 	// the thread was already stopped comes later, and is taken as a stale
 	// one.
 	th.interrupted = false
+	if th.p.exitStops && ptsys.Event(ws) == unix.PTRACE_EVENT_EXIT {
+		// The memory is still there: read the counters (see traceExits).
+		th.p.exitStop()
+	}
 	switch {
 	case th.state == leaving:
 		t.leave(th, ws)
@@ -261,10 +265,15 @@ func (t *Tracer) forked(parent *thread, child int) {
 	}
 	nb := &newborn{parent: p, sysAt: p.sysAt}
 	for _, s := range p.sites {
-		nb.sites = append(nb.sites, restore{s.addr, s.orig})
+		for i, b := range s.origBytes() {
+			nb.sites = append(nb.sites, restore{s.addr + uint64(i), b})
+		}
 	}
 	for x := p.xol; x != nil; x = x.also {
 		nb.areas = append(nb.areas, x.base)
+	}
+	for c := p.counters; c != nil; c = c.also {
+		nb.areas = append(nb.areas, c.base) // of the same size
 	}
 	if ws, ok := t.orphans[child]; ok {
 		delete(t.orphans, child)
@@ -401,6 +410,9 @@ func (t *Tracer) newImage(th *thread) {
 	p.sites = map[uint64]*site{}
 	p.removed = map[uint64]bool{}
 	p.xol, p.sysAt = nil, 0
+	// The old image's counters are gone: the last readings stand.
+	p.finishPads(false)
+	p.exitStops = false
 	if p.world.step != nil && p.world.step != th {
 		p.world.step = nil
 	}
@@ -423,8 +435,7 @@ func (t *Tracer) releaseGuests(p *Process) {
 			done[g.tgid] = true
 			if m, err := memio.OpenProcess(g.tgid); err == nil {
 				for _, s := range p.sites {
-					t.one[0] = s.orig
-					m.ForceWriteAt(t.one[:], int64(s.addr))
+					m.ForceWriteAt(s.origBytes(), int64(s.addr))
 				}
 				m.Close()
 			}
@@ -482,6 +493,16 @@ func (t *Tracer) userStop(th *thread) bool {
 // th.pregs already holds th's registers.
 func (t *Tracer) signalled(th *thread, sig unix.Signal, haveRegs bool) {
 	x := th.p.xol
+	if th.p.pads != nil {
+		if !haveRegs && ptsys.GetRegs(th.tid, &th.pregs) != 0 {
+			t.deliver(th, sig)
+			return
+		}
+		haveRegs = true
+		if t.padSignal(th, sig) {
+			return
+		}
+	}
 	if !x.boosting() {
 		t.deliver(th, sig)
 		return

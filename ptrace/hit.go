@@ -97,7 +97,7 @@ func (t *Tracer) finishHit(th *thread, s *site) {
 		return
 	}
 	switch s.strategy {
-	case Boost:
+	case Boost, Jump:
 		r.RIP = s.slot
 		t.setRegs(th)
 		t.resume(th, 0)

@@ -295,5 +295,8 @@ func (t *Tracer) unmapXOL(p *Process) error {
 		}
 	}
 	p.xol = nil
-	return nil
+	for _, s := range p.pads {
+		s.pad.count.finish(true) // the last reading: no thread runs
+	}
+	return t.unmapCounters(p, th)
 }

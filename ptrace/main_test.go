@@ -18,6 +18,7 @@ const childEnv = "ONETRAP_PTRACE_CHILD"
 // benchFuncs are the functions the benchmark loop may call, by SITE.
 var benchFuncs = map[string]func() uint64{
 	"push": asmfuncs.PushRBP, "sub": asmfuncs.SubRSP, "cmp": asmfuncs.CmpStack, "trap": asmfuncs.Trap,
+	"mov": asmfuncs.MovImm,
 }
 
 func TestMain(m *testing.M) {
@@ -72,6 +73,8 @@ func TestMain(m *testing.M) {
 		// One hit, then the whole process ends at once.
 		asmfuncs.PushRBP()
 		os.Exit(3)
+	case "jumptracer":
+		jumpTracerChild()
 	case "sleep":
 		fmt.Println("ready")
 		for {

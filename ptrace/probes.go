@@ -72,14 +72,20 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 	if p.finished {
 		return nil, fmt.Errorf("ptrace: process %d is no longer traced", p.pid)
 	}
-	if strategy > Boost {
+	if strategy > Jump {
 		return nil, refuse(addr, nil, "unknown strategy %v", strategy)
 	}
 	if s := p.sites[addr]; s != nil {
 		if strategy != Auto && strategy != s.strategy {
 			return nil, refuse(addr, s.insn, "the probe there runs as %v; a second one cannot run as %v", s.strategy, strategy)
 		}
+		if s.pad != nil && h != nil {
+			return nil, refuse(addr, s.insn, "the probe there runs as jump, which runs no handler")
+		}
 		pr := &Probe{Addr: addr, Insn: s.insn, Strategy: s.strategy, handler: h, s: s}
+		if s.pad != nil {
+			pr.jump, pr.jumpBase = s.pad.count, s.pad.count.load()
+		}
 		// A new slice: a hit being served may be ranging over the old one.
 		s.probes = append(s.probes[:len(s.probes):len(s.probes)], pr)
 		return pr, nil
@@ -127,8 +133,22 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 		}
 	}
 	s := &site{addr: addr, orig: buf[0], insn: in, scratch: -1}
-	if err := p.choose(s, strategy, final); err != nil {
+	jump, err := p.wantsJump(s, strategy, h)
+	if err != nil {
 		return nil, err
+	}
+	if jump {
+		if err := p.placeJump(s, m.Path, buf, final); err != nil {
+			if err == errNeedWorld || strategy == Jump {
+				return nil, err
+			}
+			jump = false // Auto: a trap strategy after all
+		}
+	}
+	if !jump {
+		if err := p.choose(s, strategy, final); err != nil {
+			return nil, err
+		}
 	}
 	strategy = s.strategy
 	if _, err := p.mem.ForceWriteAt([]byte{0xcc}, int64(addr)); err != nil {
@@ -138,6 +158,10 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 	s.probes = []*Probe{pr}
 	p.sites[addr] = s
 	delete(p.removed, addr)
+	if s.pad != nil {
+		pr.jump = s.pad.count
+		p.t.queuePatch(p, s)
+	}
 	return pr, nil
 }
 
@@ -162,6 +186,9 @@ func (p *Process) remove(pr *Probe) error {
 	}
 	delete(p.sites, s.addr)
 	p.removed[s.addr] = true
+	if s.pad != nil {
+		return errJumpRemove
+	}
 	if s.slot != 0 {
 		p.retire(s)
 	}

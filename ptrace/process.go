@@ -56,6 +56,20 @@ const (
 	// original address; so no handler (nor SA_SIGINFO context) sees an
 	// address in the XOL area. Detach and Remove leave no thread there.
 	Boost
+	// Jump takes no trap per hit: the instruction is replaced by a jmp
+	// rel32 to a pad in an XOL area that counts the hit in the tracee's
+	// memory (a lock inc, the flags saved, the red zone skipped in C code),
+	// runs the relocated instruction and jumps back. The probe is an INT3
+	// first, served like Boost, until a world stop writes the jump. Only
+	// for probes with no Handler (nothing runs in the tracer on a hit),
+	// on one instruction of 5 bytes or more (no instruction boundary
+	// inside the jump) that Boost could run, within ±2GB of a pad; Auto
+	// picks it there for a nil Handler. Hits adds the counter, read from
+	// the tracee's memory. No signal is delivered with rip in a pad, and
+	// Remove and Detach move threads out of pads and restore every byte;
+	// a pad is never reused. If the tracer dies, the process runs on:
+	// pads only count (see the package documentation).
+	Jump
 )
 
 func (s Strategy) String() string {
@@ -70,6 +84,8 @@ func (s Strategy) String() string {
 		return "singlestep"
 	case Boost:
 		return "boost"
+	case Jump:
+		return "jump"
 	}
 	return fmt.Sprintf("Strategy(%d)", uint8(s))
 }
@@ -94,11 +110,16 @@ type Probe struct {
 	handler Handler
 	hits    atomic.Uint64
 	s       *site
+	// jump is the counter of a Jump probe's pad, which counted jumpBase
+	// before the probe came.
+	jump     *padCount
+	jumpBase uint64
 }
 
 // Hits returns how many times a thread has hit the probe. It may be called
-// from any goroutine.
-func (pr *Probe) Hits() uint64 { return pr.hits.Load() }
+// from any goroutine. A Jump probe's count is read from the tracee's
+// memory while it runs, and kept once it is removed, detached or exits.
+func (pr *Probe) Hits() uint64 { return pr.hits.Load() + pr.jumpHits() }
 
 // site is one INT3 in the text, shared by the probes at its address.
 type site struct {
@@ -110,6 +131,7 @@ type site struct {
 	slot     uint64 // XOL slot address, 0 without one
 	scratch  int    // register loaded for a rip-relative rewrite, -1 for none
 	boosted  bool   // the slot's copy is followed by a jump back
+	pad      *pad   // a Jump site's pad (slot is its copy), nil for others
 }
 
 // Exit is how a traced process ended.
@@ -173,6 +195,12 @@ type Process struct {
 	stopped  bool // started stopped, awaiting Run
 	finished bool
 	stopq    stops
+	// Jump sites (removed ones too: their pads stay), their counters, and
+	// the reader Hits uses; exitStops says threads stop at their exit.
+	pads        []*site
+	counters    *counterArea
+	counterRead *counterReader
+	exitStops   bool
 
 	done    chan struct{}
 	exit    *Exit
@@ -227,6 +255,7 @@ func (p *Process) end(exit *Exit, err error) {
 		p.emit(Stop{Reason: StopExited, Exit: exit})
 	}
 	p.t.releaseGuests(p)
+	p.finishPads(false)
 	p.mem.Close()
 	p.t.forget(p)
 	p.t.abandonWorld(p)
@@ -625,7 +654,7 @@ func (p *Process) Insert(addr uint64, strategy Strategy, h Handler) (*Probe, err
 // Remove takes a probe out. The INT3 goes when the last probe at its address
 // does.
 func (p *Process) Remove(pr *Probe) error {
-	return p.t.do(func() error { return p.remove(pr) })
+	return p.t.call(func(done func(error)) { p.removeThen(pr, done) })
 }
 
 // Probes returns the probes in place.

@@ -1,0 +1,638 @@
+package ptrace
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/internal/ptsys"
+	"github.com/onetrap/onetrap/memio"
+)
+
+// Trapless probes (Jump). The site's instruction, 5 bytes or more, is
+// replaced by a jmp rel32 to a pad in an XOL area:
+//
+//	lea -128(%rsp),%rsp      C code only: the red zone is left alone
+//	pushfq
+//	lock incq counter(%rip)  a counter in a read-write mapping of its own
+//	popfq
+//	lea 128(%rsp),%rsp       C code only
+//	<the instruction>        relocated: rip-relative by displacement
+//	jmp next                 the next original instruction
+//
+// One instruction of 5 bytes or more has no instruction boundary inside
+// it, so no branch, stopped thread or return address can point into the
+// patched bytes: no flow analysis is needed. The INT3 goes in first, as
+// for any probe, and a hit on it is sent to the pad's copy (the hit was
+// counted by the tracer); a world stop then writes bytes 1..4 of the
+// jump and byte 0 last. The XOL area stays unwritable by the tracee:
+// counters live in a mapping of their own.
+
+const (
+	padSize     = 2 * slotSize
+	counterSize = xolSize // so that a fork child's copy goes like an area
+	counterStep = 64      // a cache line per counter: sites do not contend
+)
+
+// A pad is the trapless form of a site.
+type pad struct {
+	addr    uint64  // the pad's start
+	copyOff uint64  // offset of the relocated instruction
+	red     uint64  // bytes of red zone skipped (128 in C code, 0 in Go)
+	orig    [5]byte // the original bytes the jump replaces
+	patched bool    // the jump is written
+	count   *padCount
+}
+
+// padCount is a pad's counter as Probe.Hits reads it, from any goroutine.
+type padCount struct {
+	addr uint64
+	r    *counterReader
+	last atomic.Uint64 // the last value read
+	done atomic.Bool   // last is final: the pad is gone or can no longer run
+}
+
+// counterReader reads a process's counters with a memio of its own: the
+// process's own is the tracer thread's.
+type counterReader struct {
+	mu sync.Mutex
+	m  *memio.Process
+}
+
+func (c *counterReader) read(addr uint64) (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		return 0, false
+	}
+	v, err := c.m.ReadUint(addr, 8)
+	return v, err == nil
+}
+
+func (c *counterReader) close() {
+	c.mu.Lock()
+	if c.m != nil {
+		c.m.Close()
+		c.m = nil
+	}
+	c.mu.Unlock()
+}
+
+// load returns the counter's value: read now while the pad can run, the
+// last value read once it cannot.
+func (c *padCount) load() uint64 {
+	if !c.done.Load() {
+		if v, ok := c.r.read(c.addr); ok {
+			c.store(v)
+		}
+	}
+	return c.last.Load()
+}
+
+// store records v, the counter's value at some point: it only grows.
+func (c *padCount) store(v uint64) {
+	for {
+		old := c.last.Load()
+		if v <= old || c.last.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+// finish reads the counter one last time when it can (final) and freezes it.
+func (c *padCount) finish(read bool) {
+	if c.done.Load() {
+		return
+	}
+	if read {
+		c.load()
+	}
+	c.done.Store(true)
+}
+
+// jumpHits is the part of pr's hits its pad counted.
+func (pr *Probe) jumpHits() uint64 {
+	if pr.jump == nil {
+		return 0
+	}
+	return pr.jump.load() - pr.jumpBase
+}
+
+// counterArea is a read-write anonymous mapping of counters.
+type counterArea struct {
+	also *counterArea
+	base uint64
+	next uint64
+}
+
+// canJump says whether in, alone, can be replaced by a jump to a pad: 5
+// bytes or more (no instruction boundary inside the jump) and runnable
+// as a boosted copy (it leaves by falling through).
+func canJump(in *decode.Insn) (bool, string) {
+	if in.Len < 5 {
+		return false, fmt.Sprintf("a jump needs 5 bytes and the instruction has %d", in.Len)
+	}
+	return canBoost(in)
+}
+
+// wantsJump says whether a new probe at s, asked for as strategy with
+// handler h, becomes trapless: asked for (an error says why it cannot),
+// or under Auto where it can.
+func (p *Process) wantsJump(s *site, strategy Strategy, h Handler) (bool, error) {
+	if strategy != Jump && (strategy != Auto || h != nil || p.cfg.noXOL) {
+		return false, nil
+	}
+	ok, why := canJump(s.insn)
+	switch {
+	case strategy == Auto:
+		return ok, nil
+	case h != nil:
+		return false, refuse(s.addr, s.insn, "a trapless probe runs no handler: insert it with a nil Handler")
+	case p.cfg.noXOL:
+		return false, refuse(s.addr, s.insn, "Jump needs an XOL area, and the process is traced with NoXOL")
+	case !ok:
+		return false, refuse(s.addr, s.insn, "cannot jump to a pad: %s", why)
+	}
+	return true, nil
+}
+
+// goCode says whether the file at path is a Go program or library, whose
+// linker budgets every stack byte below SP: its pads skip no red zone and
+// use 8 bytes of stack. Cached per path.
+func goCode(path string) bool {
+	if path == "" || path[0] != '/' {
+		return false
+	}
+	if v, ok := goFiles.Load(path); ok {
+		return v.(bool)
+	}
+	isGo := false
+	if f, err := elf.Open(path); err == nil {
+		isGo = f.Section(".gopclntab") != nil || f.Section(".go.buildinfo") != nil
+		f.Close()
+	}
+	goFiles.Store(path, isGo)
+	return isGo
+}
+
+var goFiles sync.Map
+
+// reach32 says whether a rel32 at from (the end of its instruction)
+// reaches to.
+func reach32(from, to uint64) bool {
+	d := int64(to) - int64(from)
+	return d == int64(int32(d))
+}
+
+// placeJump makes s a Jump site: a pad within reach of the instruction
+// (and of its rip-relative target), a counter within reach of the pad,
+// the pad written. The caller writes the INT3 and queues the patch. It
+// returns errNeedWorld when a mapping is needed and no thread is stopped
+// to map it from (and final is not set).
+func (p *Process) placeJump(s *site, path string, buf []byte, final bool) error {
+	in := s.insn
+	fits := func(x *xolArea) bool {
+		if x.next+padSize > xolSize {
+			return false
+		}
+		a := x.base + x.next
+		return reach32(a+padSize, in.Next()) && reach32(a, in.Next()) && reach32(a, s.addr+5) &&
+			(!in.RIPRel || reach32(a+padSize, in.Target) && reach32(a, in.Target))
+	}
+	var x *xolArea
+	last := p.xol
+	for a := p.xol; a != nil; a = a.also {
+		if fits(a) {
+			x = a
+			break
+		}
+		last = a
+	}
+	var th *thread
+	if x == nil || p.counterFor(x.base+x.next) == 0 {
+		if th = injector(p); th == nil {
+			if !final {
+				return errNeedWorld
+			}
+			return refuse(s.addr, in, "no thread is stopped to map a pad's area from")
+		}
+	}
+	if x == nil {
+		base, err := p.t.injectMmap(p, th, s.addr, unix.PROT_READ|unix.PROT_EXEC)
+		if err != nil {
+			return err
+		}
+		nx := &xolArea{base: base}
+		if last == nil {
+			p.xol = nx
+		} else {
+			last.also = nx
+		}
+		if !fits(nx) {
+			return refuse(s.addr, in, "no pad within ±2GB of it: the XOL area went to %#x", base)
+		}
+		x = nx
+	}
+	at := x.base + x.next
+	ctr := p.counterFor(at)
+	if ctr == 0 {
+		base, err := p.t.injectMmap(p, th, at, unix.PROT_READ|unix.PROT_WRITE)
+		if err != nil {
+			return err
+		}
+		c := &counterArea{base: base, also: p.counters}
+		p.counters = c
+		if ctr = p.counterFor(at); ctr == 0 {
+			return refuse(s.addr, in, "no counter within ±2GB of its pad: the mapping went to %#x", base)
+		}
+	}
+	pd := &pad{addr: at}
+	if !goCode(path) {
+		pd.red = 128
+	}
+	code, err := pd.encode(in, ctr)
+	if err != nil {
+		return err
+	}
+	if _, err := p.mem.ForceWriteAt(code, int64(at)); err != nil {
+		return fmt.Errorf("ptrace: writing the pad at %#x: %w", at, err)
+	}
+	for c := p.counters; c != nil; c = c.also {
+		if ctr >= c.base && ctr < c.base+counterSize {
+			c.next += counterStep
+		}
+	}
+	x.next += padSize
+	x.slots = append(x.slots, nil, nil) // no slot: siteOfSlot finds none here
+	if p.counterRead == nil {
+		m, err := memio.OpenProcess(p.pid)
+		if err != nil {
+			return err
+		}
+		p.counterRead = &counterReader{m: m}
+	}
+	copy(pd.orig[:], buf)
+	pd.count = &padCount{addr: ctr, r: p.counterRead}
+	s.pad = pd
+	s.strategy = Jump
+	// A hit on the INT3 runs the pad's copy as a boosted slot's: the
+	// tracer counted it.
+	s.slot, s.boosted = at+pd.copyOff, true
+	p.pads = append(p.pads, s)
+	return nil
+}
+
+// counterFor returns the address of a free counter within reach of a pad
+// at at, or 0.
+func (p *Process) counterFor(at uint64) uint64 {
+	for c := p.counters; c != nil; c = c.also {
+		if c.next+counterStep <= counterSize {
+			a := c.base + c.next
+			if reach32(at+padSize, a) && reach32(at, a) {
+				return a
+			}
+		}
+	}
+	return 0
+}
+
+// injectMmap maps a private anonymous area of xolSize with prot in p,
+// near addr (see xolHint), through th.
+func (t *Tracer) injectMmap(p *Process, th *thread, addr uint64, prot uint64) (uint64, error) {
+	var hint uint64
+	if ms, err := Maps(p.pid); err == nil {
+		hint = xolHint(ms, addr)
+	}
+	ret, err := t.inject(th, unix.SYS_MMAP, hint, xolSize, prot, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		return 0, err
+	}
+	if int64(ret) < 0 && int64(ret) > -4096 {
+		return 0, fmt.Errorf("ptrace: mapping a pad's area in process %d: %w", p.pid, unix.Errno(-int64(ret)))
+	}
+	return ret, nil
+}
+
+// encode returns the pad's code for in, counting at ctr.
+func (pd *pad) encode(in *decode.Insn, ctr uint64) ([]byte, error) {
+	b := make([]byte, 0, padSize)
+	if pd.red != 0 {
+		b = append(b, 0x48, 0x8d, 0x64, 0x24, 0x80) // lea -0x80(%rsp),%rsp
+	}
+	b = append(b, 0x9c)                               // pushfq
+	b = append(b, 0xf0, 0x48, 0xff, 0x05, 0, 0, 0, 0) // lock incq ctr(%rip)
+	binary.LittleEndian.PutUint32(b[len(b)-4:], uint32(int32(int64(ctr)-int64(pd.addr+uint64(len(b))))))
+	b = append(b, 0x9d) // popfq
+	if pd.red != 0 {
+		b = append(b, 0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0) // lea 0x80(%rsp),%rsp
+	}
+	pd.copyOff = uint64(len(b))
+	b = append(b, in.Code()...)
+	if in.RIPRel {
+		end := pd.addr + uint64(len(b))
+		if !reach32(end, in.Target) {
+			return nil, refuse(in.Addr, in, "its rip-relative target %#x is beyond ±2GB of the pad at %#x", in.Target, pd.addr)
+		}
+		binary.LittleEndian.PutUint32(b[pd.copyOff+uint64(in.DispOff):], uint32(int32(int64(in.Target)-int64(end))))
+	}
+	var j [14]byte
+	n := jumpBack(j[:], pd.addr+uint64(len(b)), in.Next())
+	if n != 5 {
+		return nil, refuse(in.Addr, in, "the pad at %#x is beyond ±2GB of it", pd.addr)
+	}
+	b = append(b, j[:n]...)
+	for len(b) < padSize {
+		b = append(b, 0xcc)
+	}
+	return b, nil
+}
+
+// jumpBytes returns the jmp rel32 from s to its pad.
+func (s *site) jumpBytes() [5]byte {
+	var j [5]byte
+	j[0] = 0xe9
+	binary.LittleEndian.PutUint32(j[1:], uint32(int32(int64(s.pad.addr)-int64(s.addr+5))))
+	return j
+}
+
+// origBytes returns the bytes to put back at s: the INT3's one, or all
+// that the jump replaced.
+func (s *site) origBytes() []byte {
+	if s.pad != nil && s.pad.patched {
+		return s.pad.orig[:]
+	}
+	return []byte{s.orig}
+}
+
+// queuePatch has s's jump written once every thread is still: bytes 1..4
+// first under the INT3, then byte 0 (the order the kernel's text_poke
+// uses, which a thread running meanwhile would also survive).
+func (t *Tracer) queuePatch(p *Process, s *site) {
+	image := p.image
+	t.needWorld(p, false, func() {
+		if p.finished || p.image != image || p.sites[s.addr] != s || s.pad.patched {
+			return
+		}
+		j := s.jumpBytes()
+		if _, err := p.mem.ForceWriteAt(j[1:], int64(s.addr+1)); err != nil {
+			return // stays an INT3 probe, served through the pad's copy
+		}
+		if _, err := p.mem.ForceWriteAt(j[:1], int64(s.addr)); err != nil {
+			p.mem.ForceWriteAt(s.pad.orig[1:], int64(s.addr+1))
+			return
+		}
+		s.pad.patched = true
+		t.traceExits(p)
+	})
+}
+
+// traceExits has p's threads stop at their exit (PTRACE_O_TRACEEXIT), where
+// the memory is still there: the counters are read at each (see
+// exitStop), so the last thread's reading is final. New threads inherit
+// the option. Only processes with a jump pay the extra stop.
+func (t *Tracer) traceExits(p *Process) {
+	if p.exitStops {
+		return
+	}
+	p.exitStops = true
+	for _, th := range p.threads {
+		if th.zombie || th.state == running || th.state == stepping || th.state == vforking || th.state == leaving {
+			continue
+		}
+		ptsys.Raw(unix.PTRACE_SETOPTIONS, th.tid, 0, traceOptions|unix.PTRACE_O_TRACEEXIT)
+	}
+}
+
+// exitStop reads p's counters at a thread's exit stop.
+func (p *Process) exitStop() {
+	for _, s := range p.pads {
+		if !s.pad.count.done.Load() {
+			s.pad.count.load()
+		}
+	}
+}
+
+// finishPads freezes p's counters: read one last time when the memory is
+// still there (read), else the last reading stands (an exit stop's).
+func (p *Process) finishPads(read bool) {
+	for _, s := range p.pads {
+		s.pad.count.finish(read)
+	}
+	if p.counterRead != nil {
+		p.counterRead.close()
+		p.counterRead = nil
+	}
+	p.pads, p.counters = nil, nil
+}
+
+// A thread in a pad is at one of its instruction boundaries. padPlace
+// says where it belongs in the original code, undoing the counting part
+// in th.pregs: before the count, at the original instruction (its hit is
+// yet to be counted); after it, at the copy (counted, not yet run); after
+// the copy, at the next original instruction.
+type padPlace uint8
+
+const (
+	padOrig padPlace = iota + 1
+	padCopy
+	padNext
+)
+
+// padAt returns the site whose pad holds rip, if any.
+func (p *Process) padAt(rip uint64) *site {
+	for _, s := range p.pads {
+		if rip >= s.pad.addr && rip < s.pad.addr+padSize {
+			return s
+		}
+	}
+	return nil
+}
+
+// undoPad moves th.pregs out of the counting part of s's pad and says
+// where the thread belongs; ok is false off an instruction boundary.
+func (p *Process) undoPad(th *thread, s *site) (padPlace, bool) {
+	pd, r := s.pad, &th.pregs
+	off := r.Rip - pd.addr
+	push := uint64(0)
+	if pd.red != 0 {
+		push = 5 // the lea before the pushfq
+	}
+	flags := func() bool {
+		v, err := p.mem.ReadUint(r.Rsp, 8)
+		if err != nil {
+			return false
+		}
+		r.Eflags = v
+		return true
+	}
+	switch {
+	case off == 0:
+		return padOrig, true
+	case off == push && pd.red != 0:
+		r.Rsp += pd.red
+		return padOrig, true
+	case off == push+1: // after pushfq
+		if !flags() {
+			return 0, false
+		}
+		r.Rsp += 8 + pd.red
+		return padOrig, true
+	case off == push+9: // counted, before popfq
+		if !flags() {
+			return 0, false
+		}
+		r.Rsp += 8 + pd.red
+		return padCopy, true
+	case off == push+10 && pd.red != 0: // before the second lea
+		r.Rsp += pd.red
+		return padCopy, true
+	case off == pd.copyOff:
+		return padCopy, true
+	case off == pd.copyOff+uint64(s.insn.Len):
+		return padNext, true
+	}
+	return 0, false
+}
+
+// padSignal delivers sig, which th stopped with in a pad, never there (see
+// signalled): before the count the thread goes back to the original
+// instruction, which jumps to the pad again once the handler returns;
+// after the copy, to the next original instruction; a fault the copy
+// raised is reported at the original address (si_addr too where it names
+// the instruction); a thread counted but not yet through the copy steps
+// it first, with the signal kept. It reports false when th is in no pad.
+func (t *Tracer) padSignal(th *thread, sig unix.Signal) bool {
+	p, tid := th.p, th.tid
+	s := p.padAt(th.pregs.Rip)
+	if s == nil {
+		return false
+	}
+	atCopy := th.pregs.Rip == s.slot
+	where, ok := p.undoPad(th, s)
+	if !ok {
+		return false
+	}
+	switch where {
+	case padOrig, padNext:
+		th.pregs.Rip = s.addr
+		if where == padNext {
+			th.pregs.Rip = s.insn.Next()
+		}
+		ptsys.SetRegs(tid, &th.pregs)
+		t.deliver(th, sig)
+		return true
+	}
+	if ptsys.GetSiginfo(tid, &th.si) != 0 {
+		return true // gone
+	}
+	if atCopy && th.si.Code() > 0 && (sig == unix.SIGSEGV || sig == unix.SIGBUS || sig == unix.SIGILL || sig == unix.SIGFPE) {
+		th.pregs.Rip = s.addr
+		ptsys.SetRegs(tid, &th.pregs)
+		if sig == unix.SIGILL || sig == unix.SIGFPE {
+			th.si.SetAddr(s.addr)
+			ptsys.SetSiginfo(tid, &th.si)
+		}
+		t.deliver(th, sig)
+		return true
+	}
+	th.pregs.Rip = s.slot
+	if ptsys.SetRegs(tid, &th.pregs) != 0 {
+		return true
+	}
+	th.keep(&th.si)
+	t.startStep(th, stepThrough, s, s.slot, true)
+	return true
+}
+
+// leavePads moves every still thread of p that is in one of the pads of
+// only (all when nil) back to the original code, whose bytes the caller
+// restores: before the count to the instruction, after it to the
+// instruction too (counted once, run once), after the copy to the next.
+func (t *Tracer) leavePads(p *Process, only *site) {
+	if p.pads == nil {
+		return
+	}
+	for _, th := range p.threads {
+		if th.zombie || (th.state != held && th.state != serving && th.state != parked) || th.hit != 0 {
+			continue
+		}
+		if ptsys.GetRegs(th.tid, &th.pregs) != 0 {
+			continue
+		}
+		s := p.padAt(th.pregs.Rip)
+		if s == nil || (only != nil && s != only) {
+			continue
+		}
+		where, ok := p.undoPad(th, s)
+		if !ok {
+			continue
+		}
+		th.pregs.Rip = s.addr
+		if where == padNext {
+			th.pregs.Rip = s.insn.Next()
+		}
+		ptsys.SetRegs(th.tid, &th.pregs)
+		t.slotExits++
+	}
+}
+
+// errJumpRemove tells removeThen that remove left a Jump site's bytes to
+// removeJump.
+var errJumpRemove = errors.New("ptrace: a jump site to remove in a world stop")
+
+// removeThen is Remove: done is called once the probe is out.
+func (p *Process) removeThen(pr *Probe, done func(error)) {
+	var s *site
+	if pr != nil {
+		s = pr.s
+	}
+	if err := p.remove(pr); err != errJumpRemove {
+		done(err)
+		return
+	}
+	p.t.removeJump(p, s, done)
+}
+
+// removeJump takes out s, a Jump site whose last probe went: in a world
+// stop, threads leave its pad and its bytes go back; the counter is read
+// one last time. The pad stays, never reused. done is called then.
+func (t *Tracer) removeJump(p *Process, s *site, done func(error)) {
+	if !s.pad.patched {
+		_, err := p.mem.ForceWriteAt([]byte{s.orig}, int64(s.addr))
+		s.pad.count.finish(false)
+		done(err)
+		return
+	}
+	image := p.image
+	t.needWorld(p, false, func() {
+		if p.finished || p.image != image {
+			done(nil)
+			return
+		}
+		t.leavePads(p, s)
+		_, err := p.mem.ForceWriteAt(s.pad.orig[:], int64(s.addr))
+		s.pad.count.finish(true)
+		done(err)
+	})
+}
+
+// unmapCounters removes the counter mappings at detach, through th.
+func (t *Tracer) unmapCounters(p *Process, th *thread) error {
+	for c := p.counters; c != nil; c = c.also {
+		ret, err := t.inject(th, unix.SYS_MUNMAP, c.base, counterSize)
+		if err != nil {
+			return err
+		}
+		if ret != 0 {
+			return fmt.Errorf("ptrace: unmapping the counters at %#x of process %d: %w", c.base, p.pid, unix.Errno(-int64(ret)))
+		}
+	}
+	p.counters = nil
+	return nil
+}
