@@ -906,7 +906,14 @@ func TestCoreExecReplacesLeaderMidHit(t *testing.T) {
 			_, err := r.p.Insert(sym["c_f"], strat, func(tid int, _ *Probe, _ *regs.Regs, _ memio.Memory) {
 				hits++
 				if tid == leader {
-					time.Sleep(200 * time.Millisecond) // the execve completes meanwhile
+					// The execve completes meanwhile: the new image's
+					// command line shows it.
+					for i := 0; i < 500; i++ {
+						if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", leader)); strings.Contains(string(b), "exit7") {
+							break
+						}
+						time.Sleep(10 * time.Millisecond)
+					}
 					_, err := r.p.Insert(sym["c_h"], OutOfLine, nil)
 					if strat == Emulate {
 						assert.Error(t, err, "an mmap injected into a thread an execve replaced")

@@ -213,14 +213,24 @@ func (t *Tracer) passKeptSignals(p *Process) {
 // cannot be detached until its child lets it go, is left to leave. It
 // returns how the process ended if it did meanwhile.
 func (t *Tracer) detachThreads(p *Process) (*Exit, error) {
+	// The leader first: once it is let go, the process's end is its
+	// parent's to wait for, even if the program ends before the other
+	// threads are detached (the tracer would reap it otherwise). A leader
+	// that exited alone goes last: it can be reaped only after every
+	// other thread.
 	order := make([]*thread, 0, len(p.threads))
+	leader := p.threads[p.pid]
+	if leader != nil && !leader.zombie && !t.zombie(leader.tid) {
+		order = append(order, leader)
+		leader = nil
+	}
 	for _, th := range p.threads {
 		if th.tid != p.pid {
 			order = append(order, th)
 		}
 	}
-	if th := p.threads[p.pid]; th != nil {
-		order = append(order, th)
+	if leader != nil {
+		order = append(order, leader)
 	}
 	var exit *Exit
 	var err error
