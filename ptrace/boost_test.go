@@ -169,6 +169,12 @@ func TestBoostDetachRemoveWithThreadsInSlots(t *testing.T) {
 	defer tr.Close()
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill() })
+	// Attached before its execve, the probes would go into the image the
+	// execve drops.
+	waitFor(t, 5*time.Second, "the program's threads", func() bool {
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", cmd.Process.Pid))
+		return len(ents) > 1
+	})
 	tr.do(func() error { tr.slotExits = 0; return nil })
 	var exit *Exit // set when the program ended while traced
 	cycles, hits := 0, uint64(0)

@@ -33,6 +33,7 @@ func (t *Tracer) event(tid int, ws unix.WaitStatus) {
 	// the thread was already stopped comes later, and is taken as a stale
 	// one.
 	th.interrupted = false
+	th.stopEv = ptsys.Event(ws)
 	if th.p.exitStops && ptsys.Event(ws) == unix.PTRACE_EVENT_EXIT {
 		// The memory is still there: read the counters (see traceExits).
 		th.p.exitStop()

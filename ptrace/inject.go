@@ -53,6 +53,7 @@ func (t *Tracer) inject(th *thread, nr uint64, args ...uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+
 	if e := ptsys.SetRegs(tid, &saved); e != 0 {
 		return 0, errno("restore registers of", tid, e)
 	}
@@ -170,35 +171,31 @@ func findSyscall(p *Process) (uint64, error) {
 // clone, fork or exec event is inside that system call, whose return
 // would overwrite the registers).
 func injector(p *Process) *thread {
-	var best, guest *thread
+	var guest *thread
 	for _, th := range p.threads {
-		if th.zombie {
+		if th.zombie || !th.injectable() {
 			continue
 		}
 		if th.guest {
 			// It shares the memory: a last resort (a vfork parent's
 			// child, when the parent is all there is).
-			if th.state == held && !th.pending {
-				guest = th
-			}
+			guest = th
 			continue
 		}
-		switch th.state {
-		case serving, parked:
-			return th
-		case held:
-			if !th.pending {
-				return th
-			}
-			if ev := ptsys.Event(th.ws); ev == 0 || ev == unix.PTRACE_EVENT_STOP {
-				best = th
-			}
-		}
+		return th
 	}
-	if best == nil {
-		return guest
+	return guest
+}
+
+// injectable says whether th can run an injected system call now: stopped
+// by the tracer at a hit, an interrupt or a signal, not inside a system
+// call's event stop.
+func (th *thread) injectable() bool {
+	switch th.state {
+	case serving, parked, held:
+		return th.stopEv == 0 || th.stopEv == unix.PTRACE_EVENT_STOP
 	}
-	return best
+	return false
 }
 
 // ensureXOL returns an XOL area with a free slot for in, mapping one when
@@ -277,7 +274,7 @@ func (p *Process) needsArea(in *decode.Insn, at uint64, boost bool) bool {
 func (t *Tracer) unmapXOL(p *Process) error {
 	var th *thread
 	for _, o := range p.threads {
-		if (o.state == held || o.state == serving) && !o.guest && !o.zombie && !o.pending && o.passSig == 0 {
+		if o.injectable() && !o.guest && !o.zombie && !o.pending && o.passSig == 0 {
 			th = o
 			break
 		}

@@ -67,6 +67,11 @@ type thread struct {
 	// or held, and waits to be dispatched; queued: it is in t.queue.
 	pending, queued bool
 	ws              unix.WaitStatus
+	// stopEv is the ptrace event of the stop the thread is in (0 for a
+	// signal-delivery-stop): a thread stopped at a clone, fork or exec
+	// event is inside that system call, whose return would overwrite
+	// registers an injected call set.
+	stopEv int
 	// sig is the signal to deliver when the thread is let go (it was at a
 	// signal-delivery-stop when a world stop held it).
 	sig int
