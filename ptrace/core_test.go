@@ -893,8 +893,8 @@ func TestCoreClearErrors(t *testing.T) {
 // thread's execve replaces it. The registers the hit would write must not
 // land in the new image, which the execing thread starts under the
 // leader's tid: it prints and exits 7 only if it starts intact. The
-// handler's Insert then needs the XOL area (Emulate maps none before):
-// the mmap it would inject into the replaced leader must fail cleanly.
+// handler's Insert then needs the XOL area (Emulate maps none before): no
+// mmap may be injected into the new image.
 func TestCoreExecReplacesLeaderMidHit(t *testing.T) {
 	for _, strat := range []Strategy{Emulate, Boost, OutOfLine} {
 		t.Run(strat.String(), func(t *testing.T) {
@@ -914,10 +914,10 @@ func TestCoreExecReplacesLeaderMidHit(t *testing.T) {
 						}
 						time.Sleep(10 * time.Millisecond)
 					}
-					_, err := r.p.Insert(sym["c_h"], OutOfLine, nil)
-					if strat == Emulate {
-						assert.Error(t, err, "an mmap injected into a thread an execve replaced")
-					}
+					// An Insert now must not inject into the new
+					// image; whether it fails depends on whether
+					// the execve got that far.
+					r.p.Insert(sym["c_h"], OutOfLine, nil)
 				}
 			})
 			require.NoError(t, err)

@@ -53,6 +53,8 @@ func (t *Tracer) inject(th *thread, nr uint64, args ...uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Now in the step's signal-delivery-stop, whatever stop it was in.
+	th.stopEv = 0
 
 	if e := ptsys.SetRegs(tid, &saved); e != 0 {
 		return 0, errno("restore registers of", tid, e)
