@@ -169,8 +169,10 @@ func TestThreadApplyAllBt(t *testing.T) {
 		"break tick", "continue", "thread apply all bt", "info threads", "delete", "continue")
 	assert.Contains(t, out, "Breakpoint 1, tick (i=0)")
 	assert.Len(t, regexp.MustCompile(`\nThread \d+ \(Thread \d+\):\n#0 `).FindAllString(out, -1), 3, out)
-	// gdb prints a frame's pc only when it is not at a line's start.
-	assert.Len(t, regexp.MustCompile(`#0  (0x[0-9a-f]+ in )?worker \(arg=`).FindAllString(out, -1), 2, out)
+	// gdb prints a frame's pc only when it is not at a line's start; a
+	// worker just created may not be in worker yet at tick(0), but in the
+	// thread library's start.
+	assert.NotEmpty(t, regexp.MustCompile(`#0  (0x[0-9a-f]+ in )?worker \(arg=`).FindAllString(out, -1), out)
 	assert.Contains(t, out, "#1  0x")
 	assert.Contains(t, out, "threads done, workers moved during")
 	assert.Contains(t, out, "exited normally")
