@@ -35,39 +35,46 @@ import (
 // every program here ends within a few seconds when traced correctly.
 const hangLimit = 20 * time.Second
 
-var coreBuild struct {
-	once     sync.Once
-	bin, lib string
-	err      error
+// ccBuilds holds the programs buildC compiled, by name.
+var ccBuilds sync.Map
+
+type ccBuild struct {
+	once sync.Once
+	path string
+	err  error
 }
 
-// buildCore compiles testdata/core.c and the library its dlopen mode loads,
-// once per test binary.
-func buildCore(t testing.TB) (bin, lib string) {
-	coreBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "onetrap-core")
+// buildC compiles a test program (or library) named name with cc and
+// args (the sources among them), once per test binary, in a directory of
+// its own whose path has no symbolic link (a library is found in
+// /proc/PID/maps by it).
+func buildC(t testing.TB, name string, args ...string) string {
+	v, _ := ccBuilds.LoadOrStore(name, &ccBuild{})
+	b := v.(*ccBuild)
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "onetrap-"+name)
 		if err == nil {
-			// The library is found in /proc/PID/maps by this name.
 			dir, err = filepath.EvalSymlinks(dir)
 		}
 		if err != nil {
-			coreBuild.err = err
+			b.err = err
 			return
 		}
-		coreBuild.bin = filepath.Join(dir, "core")
-		coreBuild.lib = filepath.Join(dir, "libcore.so")
-		for _, args := range [][]string{
-			{"-O1", "-pthread", "-no-pie", "-o", coreBuild.bin, "testdata/core.c", "-ldl"},
-			{"-O1", "-shared", "-fPIC", "-o", coreBuild.lib, "testdata/corelib.c"},
-		} {
-			if out, err := exec.Command("cc", args...).CombinedOutput(); err != nil {
-				coreBuild.err = fmt.Errorf("cc %v: %v\n%s", args, err, out)
-				return
-			}
+		b.path = filepath.Join(dir, name)
+		full := append(append([]string{}, args...), "-o", b.path)
+		if out, err := exec.Command("cc", full...).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("cc %v: %v\n%s", full, err, out)
 		}
 	})
-	require.NoError(t, coreBuild.err)
-	return coreBuild.bin, coreBuild.lib
+	require.NoError(t, b.err)
+	return b.path
+}
+
+// buildCore compiles testdata/core.c and the library its dlopen mode loads.
+func buildCore(t testing.TB) (bin, lib string) {
+	bin = buildC(t, "core", "-O1", "-pthread", "-no-pie", "testdata/core.c", "-ldl")
+	lib = buildC(t, "libcore.so", "-O1", "-shared", "-fPIC", "testdata/corelib.c")
+	return bin, lib
 }
 
 // within runs f and reports whether it returned within d; a frozen f is

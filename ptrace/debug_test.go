@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,28 +14,9 @@ import (
 	"github.com/onetrap/onetrap/regs"
 )
 
-var debugBuild struct {
-	once sync.Once
-	bin  string
-	err  error
-}
-
 // buildDebug compiles testdata/debug.c once per test binary.
 func buildDebug(t testing.TB) string {
-	debugBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "onetrap-debug")
-		if err != nil {
-			debugBuild.err = err
-			return
-		}
-		debugBuild.bin = filepath.Join(dir, "debug")
-		args := []string{"-O1", "-fno-omit-frame-pointer", "-pthread", "-no-pie", "-o", debugBuild.bin, "testdata/debug.c"}
-		if out, err := exec.Command("cc", args...).CombinedOutput(); err != nil {
-			debugBuild.err = fmt.Errorf("cc %v: %v\n%s", args, err, out)
-		}
-	})
-	require.NoError(t, debugBuild.err)
-	return debugBuild.bin
+	return buildC(t, "debug", "-O1", "-fno-omit-frame-pointer", "-pthread", "-no-pie", "testdata/debug.c")
 }
 
 // debugStart starts the debug program in a mode, stopped, on a tracer of

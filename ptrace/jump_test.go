@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,31 +24,9 @@ import (
 // The tests of Jump, trapless probes: testdata/jump.c in one mode per
 // test, exact counts and unchanged output.
 
-var jumpBuild struct {
-	once sync.Once
-	bin  string
-	err  error
-}
-
 // buildJump compiles testdata/jump.c once per test binary.
 func buildJump(t testing.TB) string {
-	jumpBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "onetrap-jump")
-		if err == nil {
-			dir, err = filepath.EvalSymlinks(dir)
-		}
-		if err != nil {
-			jumpBuild.err = err
-			return
-		}
-		jumpBuild.bin = filepath.Join(dir, "jump")
-		args := []string{"-O1", "-pthread", "-no-pie", "-o", jumpBuild.bin, "testdata/jump.c"}
-		if out, err := exec.Command("cc", args...).CombinedOutput(); err != nil {
-			jumpBuild.err = fmt.Errorf("cc %v: %v\n%s", args, err, out)
-		}
-	})
-	require.NoError(t, jumpBuild.err)
-	return jumpBuild.bin
+	return buildC(t, "jump", "-O1", "-pthread", "-no-pie", "testdata/jump.c")
 }
 
 // jumpRun starts the jump program in mode with n, and puts Jump probes on
