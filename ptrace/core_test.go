@@ -367,24 +367,6 @@ func loadBias(pid int, path string) (uint64, error) {
 	return 0, nil
 }
 
-// dynsym returns the values of dynamic symbols of an ELF file.
-func dynsym(t *testing.T, path string, names ...string) map[string]uint64 {
-	f, err := elf.Open(path)
-	require.NoError(t, err)
-	defer f.Close()
-	syms, err := f.DynamicSymbols()
-	require.NoError(t, err)
-	out := map[string]uint64{}
-	for _, s := range syms {
-		for _, n := range names {
-			if s.Name == n {
-				out[n] = s.Value
-			}
-		}
-	}
-	require.Len(t, out, len(names), "%v in %s", names, path)
-	return out
-}
 
 // Scenario 1 as the tracer meets it: LIB: probes inserted from the handler
 // on the loader's _dl_debug_state (the first of them maps the XOL area),
@@ -414,7 +396,7 @@ func TestCoreLibraryProbesFromLoaderHook(t *testing.T) {
 	ldBias, err := loadBias(r.p.Pid(), ld)
 	require.NoError(t, err)
 	require.NotZero(t, ldBias)
-	ldSym := dynsym(t, ld, "_dl_debug_state", "_r_debug")
+	ldSym := symbols(t, ld, "_dl_debug_state", "_r_debug")
 	rState := int64(ldBias + ldSym["_r_debug"] + 24) // struct r_debug's r_state
 	const rtConsistent, rtDelete = 0, 2
 
