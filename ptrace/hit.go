@@ -201,6 +201,18 @@ func (t *Tracer) beginInPlace(th *thread, s *site, image int) {
 	}
 	t.one[0] = s.orig
 	p.mem.ForceWriteAt(t.one[:], int64(s.addr))
+	if s.insn.Flow == decode.FlowNone && s.insn.Op != x86asm.SYSCALL {
+		// An INT3 after the instruction while nothing else runs: a step
+		// whose trap the CPU (or a hypervisor) loses still stops there
+		// (see stepReport), instead of running on with the INT3 lifted.
+		next := s.insn.Next()
+		if _, err := p.mem.ForceReadAt(th.guardByte[:], int64(next)); err == nil {
+			t.one[0] = 0xcc
+			if _, err := p.mem.ForceWriteAt(t.one[:], int64(next)); err == nil {
+				th.guard = next
+			}
+		}
+	}
 	if ptsys.SetRegs(th.tid, &th.pregs) != 0 {
 		t.one[0] = 0xcc
 		p.mem.ForceWriteAt(t.one[:], int64(s.addr))
@@ -215,6 +227,12 @@ func (t *Tracer) beginInPlace(th *thread, s *site, image int) {
 // world's next job run.
 func (t *Tracer) endInPlace(th *thread, s *site) {
 	p := th.p
+	if th.guard != 0 {
+		if !p.finished {
+			p.mem.ForceWriteAt(th.guardByte[:], int64(th.guard))
+		}
+		th.guard = 0
+	}
 	if !p.finished && p.sites[s.addr] == s {
 		t.one[0] = 0xcc
 		p.mem.ForceWriteAt(t.one[:], int64(s.addr))
@@ -304,7 +322,8 @@ func (t *Tracer) stepReport(th *thread, ws unix.WaitStatus) {
 		if ptsys.GetRegs(tid, &th.pregs) != 0 {
 			return
 		}
-		if code == ptsys.SIKernel && th.stepSite != nil && th.step != stepInPlace && th.pregs.Rip == th.stepFrom+uint64(th.stepSite.insn.Len)+1 {
+		if code == ptsys.SIKernel && th.stepSite != nil && th.pregs.Rip == th.stepFrom+uint64(th.stepSite.insn.Len)+1 &&
+			(th.step != stepInPlace || th.guard != 0) {
 			// The INT3 after the copy in its slot: the step's own trap
 			// was lost, and this stands for it.
 			th.pregs.Rip--

@@ -108,8 +108,10 @@ type thread struct {
 	saved     uint64 // the scratch register's value, for stepOutOfLine
 	mask      uint64 // the signal mask before the step
 	masked    bool
-	sysStep   bool // run to its system call's entry rather than stepped
-	stepFault bool // the step ended in a fault the instruction raised
+	sysStep   bool    // run to its system call's entry rather than stepped
+	guard     uint64  // stepInPlace: where an INT3 stands after the instruction
+	guardByte [1]byte // what it replaced
+	stepFault bool    // the step ended in a fault the instruction raised
 
 	// Signals that arrived while the thread was being stepped and could
 	// not be kept pending (see maskSignals), delivered after the fixup.
