@@ -367,7 +367,6 @@ func loadBias(pid int, path string) (uint64, error) {
 	return 0, nil
 }
 
-
 // Scenario 1 as the tracer meets it: LIB: probes inserted from the handler
 // on the loader's _dl_debug_state (the first of them maps the XOL area),
 // removed when the loader announces the library's removal, while a worker
