@@ -917,3 +917,49 @@ func TestCoreExecReplacesLeaderMidHit(t *testing.T) {
 		})
 	}
 }
+
+// A group-stop that comes while threads are stepped out of line (or run an
+// injected call) stops them too: SIGSTOP, sent again and again to four
+// workers that hit a probe stepped out of line, stops every thread each
+// time until SIGCONT, and the workers finish intact.
+func TestCoreGroupStopDuringSteps(t *testing.T) {
+	const workers, iters, rounds = 4, 8000, 20
+	bin, _ := buildCore(t)
+	sym := symbols(t, bin, "c_f")
+	r := coreStart(t, coreTracer(t), []string{"threads", fmt.Sprint(workers), fmt.Sprint(iters)})
+	f := insert(t, r.p, sym["c_f"], OutOfLine, nil)
+	done := runAsync(r.p, context.Background())
+	pid := r.p.Pid()
+	for k := 0; k < rounds; k++ {
+		for f.Hits() < uint64(iters*(k+1)/(rounds+1)) {
+			time.Sleep(time.Millisecond)
+		}
+		// A worker that escaped an earlier group-stop may have finished
+		// the work already, while the main thread stayed stopped.
+		require.NoError(t, unix.Kill(pid, unix.SIGSTOP), "round %d; stderr:\n%s", k, r.errOut)
+		// Stopped means the count stands still, every thread in a stop.
+		deadline := time.Now().Add(5 * time.Second)
+		n, since := f.Hits(), time.Now()
+		for time.Since(since) < 100*time.Millisecond && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+			if h := f.Hits(); h != n {
+				n, since = h, time.Now()
+			}
+		}
+		require.Less(t, time.Since(since), time.Second, "round %d: hits go on after SIGSTOP", k)
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		require.NoError(t, err, "round %d; stderr:\n%s", k, r.errOut)
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			require.NoError(t, err)
+			// The state follows the command name in parentheses.
+			st := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))[0]
+			assert.Equal(t, "t", st, "round %d: task %s", k, task.Name())
+		}
+		require.NoError(t, unix.Kill(pid, unix.SIGCONT))
+	}
+	res := waitRun(t, done)
+	r.exited(t, res)
+	assert.Contains(t, r.out.String(), fmt.Sprintf("workers %d f %d ok", workers, workers*iters))
+	assert.Equal(t, uint64(workers*iters), f.Hits())
+}

@@ -116,7 +116,10 @@
 // that exited alone is found by /proc and counts too) the jobs run in
 // order, and then the kept reports go back to the loop, which dispatches
 // them as if they had just come. No report of one thread is ever
-// dispatched inside the handling of another's.
+// dispatched inside the handling of another's. A group-stop reported in
+// the middle of a step or an injected call cannot be entered there (the
+// step must finish); the thread is interrupted as it is let go, and
+// stops with the group then, or runs on if SIGCONT came meanwhile.
 //
 // A handler runs on the tracer thread with its thread serving. It may
 // read and change the registers and memory it is given, and call Insert,

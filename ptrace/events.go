@@ -474,6 +474,7 @@ func (t *Tracer) userStop(th *thread) bool {
 			continue
 		case ptsys.Event(ws) == unix.PTRACE_EVENT_STOP:
 			th.stopEv = unix.PTRACE_EVENT_STOP
+			th.groupStop = th.groupStop || isStopSignal(ws.StopSignal())
 			return true
 		case ptsys.Event(ws) == 0 && ptsys.GetSiginfo(th.tid, &th.si) == 0:
 			th.keep(&th.si)

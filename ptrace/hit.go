@@ -302,6 +302,7 @@ func (t *Tracer) stepReport(th *thread, ws unix.WaitStatus) {
 		t.execed(t.execer(th))
 		return
 	case unix.PTRACE_EVENT_STOP:
+		th.groupStop = th.groupStop || isStopSignal(sig)
 		t.restep(th)
 		return
 	default:

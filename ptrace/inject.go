@@ -83,7 +83,8 @@ func (t *Tracer) injectStep(th *thread, rr *unix.PtraceRegs) (uint64, error) {
 				t.queue = append(t.queue, report{tid, ws})
 				return 0, fmt.Errorf("ptrace: thread %d was replaced by an execve during an injected system call", tid)
 			}
-			continue // an interrupt: step again
+			th.groupStop = th.groupStop || ptsys.Event(ws) == unix.PTRACE_EVENT_STOP && isStopSignal(ws.StopSignal())
+			continue // an interrupt or a group-stop: step again
 		}
 		if ptsys.GetSiginfo(tid, &th.si) != 0 {
 			return 0, fmt.Errorf("ptrace: thread %d ended during an injected system call", tid)

@@ -63,6 +63,10 @@ type thread struct {
 
 	// interrupted: a PTRACE_INTERRUPT was sent and no stop seen since.
 	interrupted bool
+	// groupStop: a group-stop was reported while the tracer had to run
+	// the thread on (a step, an injected call), which takes it out of
+	// the group-stop; it goes back when let go (see release).
+	groupStop bool
 	// pending: a report (ws) came while a world stop was being assembled
 	// or held, and waits to be dispatched; queued: it is in t.queue.
 	pending, queued bool
@@ -179,6 +183,15 @@ func (t *Tracer) release(th *thread) {
 	}
 	sig := th.sig
 	th.state, th.sig = running, 0
+	if th.groupStop {
+		// An interrupt makes it stop again before any instruction: with
+		// the stop signal if its process is still stopped (it listens
+		// then), with SIGTRAP if a SIGCONT came meanwhile (it runs on).
+		th.groupStop = false
+		if ptsys.Raw(unix.PTRACE_INTERRUPT, th.tid, 0, 0) == 0 {
+			th.interrupted = true
+		}
+	}
 	ptsys.Cont(th.tid, sig)
 	for i := 0; i < th.nkept; i++ {
 		requeue(th.tgid, th.tid, &th.kept[i])
