@@ -151,6 +151,7 @@ func (p *Process) wantsJump(s *site, strategy Strategy, h Handler) (bool, error)
 	ok, why := canJump(s.insn)
 	switch {
 	case strategy == Auto:
+		s.noJump = why
 		return ok, nil
 	case h != nil:
 		return false, refuse(s.addr, s.insn, "a trapless probe runs no handler: insert it with a nil Handler")
@@ -160,6 +161,15 @@ func (p *Process) wantsJump(s *site, strategy Strategy, h Handler) (bool, error)
 		return false, refuse(s.addr, s.insn, "cannot jump to a pad: %s", why)
 	}
 	return true, nil
+}
+
+// jumpReason is the reason of a refusal to place a jump, for Probe.NoJump.
+func jumpReason(err error) string {
+	var r *RefusedError
+	if errors.As(err, &r) {
+		return r.Reason
+	}
+	return err.Error()
 }
 
 // goCode says whether the file at path is a Go program or library, whose

@@ -83,6 +83,9 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 			return nil, refuse(addr, s.insn, "the probe there runs as jump, which runs no handler")
 		}
 		pr := &Probe{Addr: addr, Insn: s.insn, Strategy: s.strategy, handler: h, s: s}
+		if h == nil && strategy == Auto {
+			pr.NoJump = s.noJump
+		}
 		if s.pad != nil {
 			pr.jump, pr.jumpBase = s.pad.count, s.pad.count.load()
 		}
@@ -143,6 +146,7 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 				return nil, err
 			}
 			jump = false // Auto: a trap strategy after all
+			s.noJump = jumpReason(err)
 		}
 	}
 	if !jump {
@@ -154,7 +158,7 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 	if _, err := p.mem.ForceWriteAt([]byte{0xcc}, int64(addr)); err != nil {
 		return nil, fmt.Errorf("ptrace: writing the INT3 at %#x: %w", addr, err)
 	}
-	pr := &Probe{Addr: addr, Insn: in, Strategy: strategy, handler: h, s: s}
+	pr := &Probe{Addr: addr, Insn: in, Strategy: strategy, handler: h, s: s, NoJump: s.noJump}
 	s.probes = []*Probe{pr}
 	p.sites[addr] = s
 	delete(p.removed, addr)

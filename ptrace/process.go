@@ -106,6 +106,9 @@ type Probe struct {
 	Insn *decode.Insn
 	// Strategy is how the instruction runs on a hit.
 	Strategy Strategy
+	// NoJump says why a probe that could have run trapless (no handler,
+	// inserted with Auto) takes a trap per hit instead; "" for the others.
+	NoJump string
 
 	handler Handler
 	hits    atomic.Uint64
@@ -132,6 +135,7 @@ type site struct {
 	scratch  int    // register loaded for a rip-relative rewrite, -1 for none
 	boosted  bool   // the slot's copy is followed by a jump back
 	pad      *pad   // a Jump site's pad (slot is its copy), nil for others
+	noJump   string // why Auto did not make it a Jump site, when it was asked to try
 }
 
 // Exit is how a traced process ended.

@@ -11,7 +11,9 @@
 // followed by typed values to print (arg0:str, retval) and a filter (if
 // arg0 > 4096). A function probe reports calls, with their durations and
 // return values, as ltrace does. Each hit costs the traced thread one trap
-// when its instruction is emulated, and no other thread is stopped. At
+// when its instruction is emulated, and no other thread is stopped; a probe
+// that only counts (--count, or a plain hit with nothing printed) takes no
+// trap at all where its site can take a jump to a counting pad. At
 // exit, or on SIGINT/SIGTERM (which detach and leave the program running),
 // a summary gives every probe's hits and every function's calls.
 package main
@@ -52,6 +54,7 @@ type options struct {
 	folded      string        // --folded FILE
 	chrome      string        // --chrome FILE
 	list        string        // -l PATTERN: list, do not trace
+	count       bool          // --count: hits only, no calls; trapless where a site allows
 
 	stdout, stderr io.Writer // the tracer's own: diagnostics go to stderr
 	report         io.Writer // per-hit lines and the summary: stderr or -o FILE
@@ -166,7 +169,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.verbose, "v", false, "print a line per call (and per hit of probes that are not calls)")
 	fs.BoolVar(&o.json, "json", false, "write the summary as JSON (after -v's hits, one JSON object per line)")
 	fs.StringVar(&o.out, "o", "", "write per-call lines and the summary to `FILE` instead of stderr")
-	fs.StringVar(&strategy, "strategy", "auto", "run every probed instruction as `S`: auto, emulate, boost, outofline or singlestep")
+	fs.StringVar(&strategy, "strategy", "auto", "run every probed instruction as `S`: auto, emulate, boost, outofline, singlestep or jump (counting probes only)")
+	fs.BoolVar(&o.count, "count", false, "count hits only, functions too (no calls, durations or values): a probe then costs no trap where its site can take a jump to a counting pad in the program, one trap elsewhere")
 	fs.BoolVar(&o.follow, "f", false, "follow forks, vforks and execs (probes placed again by name in a new image); lines say [pid N]")
 	fs.BoolVar(&o.durations, "T", false, "print each call's duration, <seconds>")
 	fs.BoolVar(&o.timestamps, "tt", false, "print the wall-clock time, to the microsecond, on each line")
@@ -203,8 +207,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		o.strategy = ptrace.OutOfLine
 	case "singlestep", "step":
 		o.strategy = ptrace.SingleStep
+	case "jump":
+		o.strategy = ptrace.Jump
 	default:
-		fmt.Fprintf(stderr, "trace: unknown -strategy %q (auto, emulate, boost, outofline, singlestep)\n", strategy)
+		fmt.Fprintf(stderr, "trace: unknown -strategy %q (auto, emulate, boost, outofline, singlestep, jump)\n", strategy)
 		return 2
 	}
 	if o.strSize < 0 || o.stack < 0 || o.maxEvents < 0 {

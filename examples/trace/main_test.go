@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -561,4 +562,55 @@ func TestLibSpecMatchesNothing(t *testing.T) {
 	assert.Contains(t, stderr, `-e "libc:no_such_function_here"`)
 	assert.Contains(t, stderr, "no function matches")
 	assert.Empty(t, stdout, "main never ran")
+}
+
+const cCount = `#include <stdio.h>
+#include <stdlib.h>
+#include <dlfcn.h>
+
+__attribute__((noinline)) int five(int x) { return x + 1000000; }
+__attribute__((noinline)) int add(int a, int b) { return a + b; }
+
+int main(int argc, char **argv) {
+	int n = atoi(argv[1]);
+	long s = 0;
+	for (int i = 0; i < n; i++)
+		s += five(i) + add(i, 2);
+	double d = 0;
+	for (int k = 0; k < 3; k++) {
+		void *h = dlopen("libm.so.6", RTLD_NOW);
+		if (!h) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 1; }
+		double (*f)(double) = (double (*)(double))dlsym(h, "cbrt");
+		for (int i = 0; i < 7; i++)
+			d += f(i * 8);
+		dlclose(h);
+	}
+	printf("sum %ld cbrt %.3f\n", s, d);
+	return 0;
+}
+`
+
+// With --count, probes only count: function entries are hits, not calls,
+// and a site that can take a jump runs with no trap (five's first
+// instruction, a 6-byte lea, can); the counts are exact either way, through
+// a dlclose and a new dlopen too, and the program's output is unchanged.
+func TestCountTrapless(t *testing.T) {
+	bin := buildC(t, cCount)
+	const n = 20000
+	want, _, wantCode := runCmd(t, bin, fmt.Sprint(n))
+	require.Equal(t, 0, wantCode)
+	got, code, res := traceJSON(t, "--count", "-e", "five", "-e", "add", "-e", "libm:cbrt", "--", bin, fmt.Sprint(n))
+	assert.Equal(t, want, got, "the program's output is unchanged")
+	assert.Equal(t, 0, code)
+	assert.Equal(t, uint64(n), hits(t, res, "five"))
+	assert.Equal(t, uint64(n), hits(t, res, "add"))
+	assert.Equal(t, uint64(21), hits(t, res, "libm:cbrt"))
+	assert.Empty(t, res.Calls, "--count makes no calls")
+	for _, r := range res.Probes {
+		if r.Spec == "five" {
+			assert.Equal(t, "jump", r.Strategy, r.Site)
+		} else if r.Strategy != "jump" {
+			assert.Contains(t, r.Strategy, "no jump: ", "a counting probe says why it takes a trap")
+		}
+	}
 }

@@ -89,7 +89,8 @@ func probeTable(w io.Writer, res *Result) error {
 	}
 	fmt.Fprintf(w, "%d hits.\nDECODER: emulate when the emulator implements the instruction, outofline when only\n"+
 		"the CPU can run it. STRATEGY: how hits ran (emulate: one trap; boost: a copy plus a jump back, one trap;\n"+
-		"outofline: a copy stepped, two traps; singlestep: every thread stopped, as debuggers do).\nTRACER CPU/HIT: the tracer thread's CPU time from a hit's handler to the next hit's\n"+
+		"outofline: a copy stepped, two traps; singlestep: every thread stopped, as debuggers do; jump: no trap,\n"+
+		"a jump to a pad in the program that counts, for probes that only count; \"no jump\" says why not).\nTRACER CPU/HIT: the tracer thread's CPU time from a hit's handler to the next hit's\n"+
 		"(fixup, resume, wait, the next hit's registers), charged to the first; time asleep is not counted.\n", total)
 	return nil
 }

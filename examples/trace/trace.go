@@ -75,6 +75,9 @@ type Row struct {
 	hits      uint64
 	cpu       int64 // ns, see CPUPerHitNs
 	intervals int64
+	// counters are the row's probes that only count (no handler; see
+	// counting): their hits are read from them, not counted here.
+	counters []*ptrace.Probe
 }
 
 // spec is one -e argument and what became of it.
@@ -466,7 +469,7 @@ func (s *session) insertAll(pr *proc, sp *spec, ex *uprobe.Executable) ([]*ptrac
 		return nil, errors.New("matches no function")
 	}
 	sp.placed = true
-	calls := sp.calls()
+	calls := sp.calls() && !s.o.count
 	progress := len(sites) >= progressOver
 	start := time.Now()
 	var probes []*ptrace.Probe
@@ -542,9 +545,13 @@ func (s *session) insert(pr *proc, sp *spec, ex *uprobe.Executable, ps *probespe
 	rw.args, rw.cond = ps.Args, ps.Cond
 	s.mu.Unlock()
 
-	handler := s.onHit
-	if fi != nil {
+	var handler ptrace.Handler = s.onHit
+	counting := s.counting(ps, fi)
+	switch {
+	case fi != nil:
 		handler = s.onEntry
+	case counting:
+		handler = nil
 	}
 	p, err := pr.p.Insert(ps.PC, s.o.strategy, handler)
 
@@ -558,8 +565,25 @@ func (s *session) insert(pr *proc, sp *spec, ex *uprobe.Executable, ps *probespe
 	}
 	rw.Error = ""
 	rw.Insn, rw.Verdict, rw.Strategy = p.Insn.String(), verdict(p.Insn), p.Strategy.String()
+	if p.NoJump != "" {
+		rw.Strategy += " (no jump: " + p.NoJump + ")"
+	}
+	if counting {
+		rw.counters = append(rw.counters, p)
+	}
 	s.byProbe[p] = &probeInfo{row: rw, proc: pr}
 	return p
+}
+
+// counting says whether the probe at ps only counts: nothing is done per
+// hit but counting it (no line, value, filter, stack or event limit, and
+// not a call), so it runs with no handler, and with no trap at all where
+// its site can take a jump to a counting pad.
+func (s *session) counting(ps *probespec.Site, fi *fnInfo) bool {
+	o := s.o
+	return fi == nil && (!o.verbose || o.summaryOnly) && len(ps.Args) == 0 && ps.Cond == nil &&
+		o.stack == 0 && o.folded == "" && o.chrome == "" && o.tids == nil && o.maxEvents == 0 &&
+		(o.strategy == ptrace.Auto || o.strategy == ptrace.Jump)
 }
 
 // dropped forgets a library probe the Loader took out before an unmap;
@@ -567,6 +591,17 @@ func (s *session) insert(pr *proc, sp *spec, ex *uprobe.Executable, ps *probespe
 func (s *session) dropped(p *ptrace.Probe) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if in := s.byProbe[p]; in != nil && in.row != nil {
+		rw := in.row
+		for i, c := range rw.counters {
+			if c == p {
+				// Its count is final now that it is out.
+				rw.hits += p.Hits()
+				rw.counters = append(rw.counters[:i:i], rw.counters[i+1:]...)
+				break
+			}
+		}
+	}
 	delete(s.byProbe, p)
 	// The time the loader's work takes is not a probe's.
 	s.last = nil
@@ -704,6 +739,9 @@ func (s *session) finish(res *Result) {
 	s.closeOpen()
 	for _, rw := range s.rows {
 		rw.Hits = rw.hits
+		for _, c := range rw.counters {
+			rw.Hits += c.Hits()
+		}
 		if rw.intervals > 0 {
 			rw.CPUPerHitNs = float64(rw.cpu) / float64(rw.intervals)
 		}
