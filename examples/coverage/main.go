@@ -16,11 +16,19 @@
 //
 // where the four counts are disjoint and add up to entries. With -json the
 // JSON document goes to standard output and that line to standard error.
+//
+// Whatever the depth, it also counts the function entries where a trapless
+// (Jump) probe's jmp rel32 could go: jump1 when the entry's instruction is
+// 5 bytes or more and runs from a copy alone (region.Alone, GDB's rule for
+// fast tracepoints), jump when that holds or package region proves a run of
+// shorter instructions replaceable (region.Plan over the whole body); the
+// entries where neither holds are counted by the rule that refused them.
 package main
 
 import (
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,6 +41,7 @@ import (
 
 	"github.com/onetrap/onetrap/decode"
 	"github.com/onetrap/onetrap/emu"
+	"github.com/onetrap/onetrap/region"
 	"github.com/onetrap/onetrap/symbols"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
@@ -80,13 +89,66 @@ type Failure struct {
 	Why   string `json:"why"`
 }
 
-// Counts are the four disjoint counts.
+// Counts are the four disjoint counts, and the trapless counts of function
+// entries.
 type Counts struct {
-	Entries   int `json:"entries"`
-	Emulate   int `json:"emulate"`
-	OutOfLine int `json:"outofline"`
-	Rejected  int `json:"rejected"`
-	Undecoded int `json:"undecoded"`
+	Entries   int      `json:"entries"`
+	Emulate   int      `json:"emulate"`
+	OutOfLine int      `json:"outofline"`
+	Rejected  int      `json:"rejected"`
+	Undecoded int      `json:"undecoded"`
+	Trapless  Trapless `json:"trapless"`
+}
+
+// Trapless counts function entries (one per function, whatever the depth)
+// by whether a jump to a pad can replace their first bytes.
+type Trapless struct {
+	Functions int `json:"functions"`
+	// Jump1: the entry's instruction is 5 bytes or more and a jump can
+	// replace it alone, with no proof about the rest of the function.
+	Jump1 int `json:"jump1"`
+	// Jump: Jump1, or region.Plan proves a run of instructions replaceable.
+	Jump int `json:"jump"`
+	// Refused counts the other entries by the region.Rule that refused
+	// them ("unreadable" when the body could not be read).
+	Refused map[string]int `json:"refused"`
+}
+
+func (t *Trapless) merge(o *Trapless) {
+	t.Functions += o.Functions
+	t.Jump1 += o.Jump1
+	t.Jump += o.Jump
+	for k, n := range o.Refused {
+		if t.Refused == nil {
+			t.Refused = map[string]int{}
+		}
+		t.Refused[k] += n
+	}
+}
+
+// Line is the trapless counts in one line.
+func (t *Trapless) Line() string {
+	return fmt.Sprintf("funcs=%d jump1=%d (%.1f%%) jump=%d (%.1f%%)",
+		t.Functions, t.Jump1, pct(t.Jump1, t.Functions), t.Jump, pct(t.Jump, t.Functions))
+}
+
+// RefusedLine lists the refusal counts, most frequent first.
+func (t *Trapless) RefusedLine() string {
+	keys := make([]string, 0, len(t.Refused))
+	for k := range t.Refused {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if t.Refused[keys[i]] != t.Refused[keys[j]] {
+			return t.Refused[keys[i]] > t.Refused[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, t.Refused[k])
+	}
+	return strings.Join(parts, " ")
 }
 
 func (c *Counts) add(k Class, n int) {
@@ -109,6 +171,7 @@ func (c *Counts) merge(o *Counts) {
 	c.OutOfLine += o.OutOfLine
 	c.Rejected += o.Rejected
 	c.Undecoded += o.Undecoded
+	c.Trapless.merge(&o.Trapless)
 }
 
 func pct(n, d int) float64 {
@@ -133,6 +196,8 @@ type FileResult struct {
 	Top      map[string][]Shape `json:"top"`
 	Failures []Failure          `json:"failures"`
 	Error    string             `json:"error,omitempty"`
+	// JumpRefusals holds one example refusal per rule.
+	JumpRefusals map[string]string `json:"jump_refusals,omitempty"`
 
 	shapes [nClass]map[string]*Shape
 }
@@ -148,6 +213,8 @@ type Report struct {
 	Pct      float64            `json:"emulate_pct"`
 	Top      map[string][]Shape `json:"top"`
 	Failures []Failure          `json:"failures"`
+	// JumpRefusals holds one example refusal per rule.
+	JumpRefusals map[string]string `json:"jump_refusals"`
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -193,7 +260,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	close(next)
 	wg.Wait()
 
-	rep := &Report{Depth: *depth, Files: results, Skipped: skipped}
+	rep := &Report{Depth: *depth, Files: results, Skipped: skipped, JumpRefusals: map[string]string{}}
 	var total [nClass]map[string]*Shape
 	for k := range total {
 		total[k] = map[string]*Shape{}
@@ -206,6 +273,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			rep.C.merge(&r.Counts)
 		}
 		rep.Failures = append(rep.Failures, r.Failures...)
+		for k, ex := range r.JumpRefusals {
+			if _, ok := rep.JumpRefusals[k]; !ok {
+				rep.JumpRefusals[k] = ex
+			}
+		}
 		for k := range r.shapes {
 			for key, s := range r.shapes[k] {
 				t := total[k][key]
@@ -280,6 +352,11 @@ func printText(w io.Writer, rep *Report, perFile bool) {
 			lang = "Go"
 		}
 		fmt.Fprintf(w, "%s (%s): functions=%d %s\n", r.Path, lang, r.Functions, r.Counts.Line())
+		fmt.Fprintf(w, "  trapless: %s", r.Trapless.Line())
+		if len(r.Trapless.Refused) > 0 {
+			fmt.Fprintf(w, "; refused: %s", r.Trapless.RefusedLine())
+		}
+		fmt.Fprintln(w)
 		for _, k := range []Class{OutOfLine, Rejected} {
 			list := r.Top[k.String()]
 			if len(list) == 0 {
@@ -312,6 +389,18 @@ func printText(w io.Writer, rep *Report, perFile bool) {
 	fmt.Fprintf(w, "\nundecoded: %d\n", t.Undecoded)
 	for _, f := range rep.Failures {
 		fmt.Fprintf(w, "  %s %#x %s [%s]: %s\n", f.File, f.Addr, f.Func, f.Bytes, f.Why)
+	}
+	fmt.Fprintf(w, "\ntrapless at function entries (jump1: one instruction of 5 bytes or more; jump: that, or a region proven by region.Plan):\n")
+	fmt.Fprintf(w, "  C and other files: %s\n  Go binaries:        %s\n  all:                %s\n",
+		rep.C.Trapless.Line(), rep.Go.Trapless.Line(), t.Trapless.Line())
+	fmt.Fprintf(w, "  refused: %s\n", t.Trapless.RefusedLine())
+	keys := make([]string, 0, len(rep.JumpRefusals))
+	for k := range rep.JumpRefusals {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "    %-16s e.g. %s\n", k, rep.JumpRefusals[k])
 	}
 	fmt.Fprintf(w, "\nC and other files: %s\nGo binaries:        %s\n", rep.C.Line(), rep.Go.Line())
 	fmt.Fprintln(w, t.Line())
@@ -410,6 +499,7 @@ func measure(path string, depth int) (r *FileResult) {
 			return r
 		}
 		code := buf[:n]
+		var entry *decode.Insn
 		for off, k := 0, 0; k < depth && off < len(code); k++ {
 			pc := fn.Addr + uint64(off)
 			in, err := decode.Decode(code[off:], pc)
@@ -419,6 +509,9 @@ func measure(path string, depth int) (r *FileResult) {
 				r.Failures = append(r.Failures, Failure{File: path, Func: fmt.Sprintf("%s+%#x", fn.Name, off),
 					Addr: pc, Bytes: hex.EncodeToString(code[off:end]), Why: err.Error()})
 				break
+			}
+			if k == 0 {
+				entry = in
 			}
 			cls := Rejected
 			emulated, why := emu.Supports(in)
@@ -434,8 +527,43 @@ func measure(path string, depth int) (r *FileResult) {
 			}
 			off += in.Len
 		}
+		r.jumpAt(f, fn, entry, base)
 	}
 	return r
+}
+
+// jumpAt counts whether a jump can replace the entry of fn, whose first
+// instruction is entry (nil when it does not decode): alone, or as a
+// region that region.Plan proves from the whole body.
+func (r *FileResult) jumpAt(f *symbols.File, fn *symbols.Func, entry *decode.Insn, base string) {
+	t := &r.Trapless
+	t.Functions++
+	if entry != nil && region.Alone(entry) == nil {
+		t.Jump1++
+		t.Jump++
+		return
+	}
+	rule, why := "unreadable", ""
+	body, err := f.Body(fn)
+	if err == nil {
+		if _, err = region.Plan(body, fn.Addr, fn.Addr); err == nil {
+			t.Jump++
+			return
+		}
+		var ref *region.Refusal
+		if errors.As(err, &ref) {
+			rule = string(ref.Rule)
+		}
+	}
+	why = err.Error()
+	if t.Refused == nil {
+		t.Refused = map[string]int{}
+		r.JumpRefusals = map[string]string{}
+	}
+	t.Refused[rule]++
+	if _, ok := r.JumpRefusals[rule]; !ok {
+		r.JumpRefusals[rule] = fmt.Sprintf("%s:%s: %s", base, fn.Name, why)
+	}
 }
 
 func (r *FileResult) add(k Class, in *decode.Insn, where, reason string) {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -145,3 +146,60 @@ func TestUsage(t *testing.T) {
 }
 
 func hexDecode(s string) ([]byte, error) { return hex.DecodeString(s) }
+
+// cTrapless has entries of each kind: one instruction of 5 bytes (the
+// mov), a frame whose first instructions form a region, and a loop that
+// goes back into the first bytes (spin's, to its second instruction).
+const cTrapless = `
+__attribute__((noinline)) int seven(void) { return 7; }
+__attribute__((noinline)) long framed(long *a, long n) {
+	long s = 0;
+	for (long i = 0; i < n; i++) s += a[i] * seven();
+	return s;
+}
+int spin(int *p);
+__asm__(".text\n.globl spin\n.type spin,@function\nspin:\n"
+	"\tpush %rbx\n1:\tmov (%rdi), %eax\n\tlock decl (%rdi)\n\tjnz 1b\n\tpop %rbx\n\tret\n.size spin, .-spin\n");
+int main(int argc, char **argv) { long a[3] = {1, 2, argc}; int x = argc; return (int)framed(a, 3) + spin(&x); }
+`
+
+// TestTrapless: the jump1 and jump counts of function entries, on a
+// program built now and on a Go binary.
+func TestTrapless(t *testing.T) {
+	files := []string{gofmtBinary()}
+	if _, err := exec.LookPath("gcc"); err == nil {
+		dir := t.TempDir()
+		src, exe := filepath.Join(dir, "prog.c"), filepath.Join(dir, "prog")
+		require.NoError(t, os.WriteFile(src, []byte(cTrapless), 0o644))
+		out, err := exec.Command("gcc", "-O2", "-o", exe, src).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		files = append(files, exe)
+	}
+	out, _ := runCov(t, append([]string{"-json"}, files...)...)
+	var rep Report
+	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	require.Len(t, rep.Files, len(files))
+	for _, r := range rep.Files {
+		tr := r.Trapless
+		assert.Equal(t, r.Functions, tr.Functions, r.Path)
+		assert.Greater(t, tr.Jump1, 0, r.Path)
+		assert.Greater(t, tr.Jump, tr.Jump1, "%s: regions add to single instructions", r.Path)
+		assert.LessOrEqual(t, tr.Jump, tr.Functions, r.Path)
+		refused := 0
+		for _, n := range tr.Refused {
+			refused += n
+		}
+		assert.Equal(t, tr.Functions-tr.Jump, refused, "%s: every other entry has a rule", r.Path)
+		if !r.Go {
+			// spin's loop goes back to its second instruction.
+			assert.GreaterOrEqual(t, tr.Refused["branch-into"], 1, "%s: %v", r.Path, tr.Refused)
+		}
+	}
+	assert.Equal(t, rep.Go.Trapless.Functions+rep.C.Trapless.Functions, rep.Total.Trapless.Functions)
+
+	// Entries are counted once whatever the depth, and the text says so.
+	text, _ := runCov(t, append([]string{"-depth", "3"}, files...)...)
+	assert.Contains(t, text, "  trapless: "+rep.Files[0].Trapless.Line())
+	assert.Contains(t, text, "  all:                "+rep.Total.Trapless.Line())
+	assert.Contains(t, text, "  refused: ")
+}
