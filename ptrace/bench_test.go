@@ -3,7 +3,6 @@ package ptrace
 import (
 	"context"
 	"fmt"
-	"github.com/onetrap/onetrap/internal/ptsys"
 	"io"
 	"os"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"github.com/onetrap/onetrap/memio"
 	"github.com/onetrap/onetrap/ptrace/internal/asmfuncs"
 	"github.com/onetrap/onetrap/regs"

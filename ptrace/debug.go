@@ -294,7 +294,7 @@ func (v textView) WriteAt(b []byte, off int64) (int, error) {
 }
 
 // ReadAt reads the process's memory at addr, with the original bytes in
-// place of the probes' INT3s, as a debugger shows them.
+// place of the probes' INT3s and jumps, as a debugger shows them.
 func (p *Process) ReadAt(b []byte, addr uint64) (int, error) {
 	var n int
 	err := p.t.do(func() error {
@@ -304,8 +304,10 @@ func (p *Process) ReadAt(b []byte, addr uint64) (int, error) {
 		var err error
 		n, err = p.mem.ForceReadAt(b, int64(addr))
 		for a, s := range p.sites {
-			if a >= addr && a < addr+uint64(n) {
-				b[a-addr] = s.orig
+			for i, o := range s.origBytes() {
+				if at := a + uint64(i); at >= addr && at < addr+uint64(n) {
+					b[at-addr] = o
+				}
 			}
 		}
 		return err

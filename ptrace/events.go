@@ -1,7 +1,6 @@
 package ptrace
 
 import (
-	"github.com/onetrap/onetrap/internal/ptsys"
 	"os"
 	"strconv"
 	"strings"
@@ -9,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"github.com/onetrap/onetrap/memio"
 )
 

@@ -2,7 +2,6 @@ package ptrace
 
 import (
 	"fmt"
-	"github.com/onetrap/onetrap/internal/ptsys"
 	"time"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/onetrap/onetrap/decode"
 	"github.com/onetrap/onetrap/emu"
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"github.com/onetrap/onetrap/regs"
 )
 
@@ -369,6 +369,12 @@ func (t *Tracer) stepDone(th *thread) {
 			t.advance(th.p)
 		}
 	case stepThrough:
+		if s.pad != nil {
+			if t.padStepped(th, s) {
+				t.release(th)
+			}
+			return
+		}
 		if th.stepFault {
 			th.pregs.Rip = s.addr
 			th.keep(&th.si)

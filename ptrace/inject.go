@@ -3,12 +3,12 @@ package ptrace
 import (
 	"bytes"
 	"fmt"
-	"github.com/onetrap/onetrap/internal/ptsys"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/internal/ptsys"
 )
 
 // inject makes th, stopped at a hit, an interrupt or a signal, execute one

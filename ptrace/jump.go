@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -13,6 +14,8 @@ import (
 	"github.com/onetrap/onetrap/decode"
 	"github.com/onetrap/onetrap/internal/ptsys"
 	"github.com/onetrap/onetrap/memio"
+	"github.com/onetrap/onetrap/region"
+	symtab "github.com/onetrap/onetrap/symbols"
 )
 
 // Trapless probes (Jump). The site's instruction, 5 bytes or more, is
@@ -43,11 +46,37 @@ const (
 // A pad is the trapless form of a site.
 type pad struct {
 	addr    uint64  // the pad's start
-	copyOff uint64  // offset of the relocated instruction
+	copyOff uint64  // offset of the relocated instructions
 	red     uint64  // bytes of red zone skipped (128 in C code, 0 in Go)
 	orig    [5]byte // the original bytes the jump replaces
 	patched bool    // the jump is written
 	count   *padCount
+	// reg is what the jump replaces: the probed instruction, or a region
+	// of several proved by region.Plan. offs[i] is the offset, from
+	// copyOff, of the copy of reg.Insns[i] (offs[len(Insns)]: the jump
+	// back).
+	reg  *region.Region
+	offs []int
+}
+
+// origAt is the offset in the original code of the region's instruction i.
+func (pd *pad) origAt(i int) uint64 {
+	n := 0
+	for _, in := range pd.reg.Insns[:i] {
+		n += in.Len
+	}
+	return uint64(n)
+}
+
+// copyIndex returns i when rip is at the copy of instruction i (len(Insns)
+// at the jump back).
+func (pd *pad) copyIndex(rip uint64) (int, bool) {
+	for i, o := range pd.offs {
+		if rip == pd.addr+pd.copyOff+uint64(o) {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // padCount is a pad's counter as Probe.Hits reads it, from any goroutine.
@@ -141,17 +170,30 @@ func canJump(in *decode.Insn) (bool, string) {
 	return canBoost(in)
 }
 
-// wantsJump says whether a new probe at s, asked for as strategy with
-// handler h, becomes trapless: asked for (an error says why it cannot),
-// or under Auto where it can.
-func (p *Process) wantsJump(s *site, strategy Strategy, h Handler) (bool, error) {
+// wantsJump says whether a new probe at s, in mapping m, asked for as
+// strategy with handler h, becomes trapless: asked for (an error says why
+// it cannot), or under Auto where it can. It sets s.region to what the
+// jump replaces: the instruction, or a proved region of several.
+func (p *Process) wantsJump(s *site, m *Mapping, strategy Strategy, h Handler) (bool, error) {
 	if strategy != Jump && (strategy != Auto || h != nil || p.cfg.noXOL) {
 		return false, nil
 	}
 	ok, why := canJump(s.insn)
+	if ok {
+		s.region = &region.Region{Addr: s.addr, Len: s.insn.Len, Insns: []*decode.Insn{s.insn}}
+	} else if s.insn.Len < 5 {
+		r, err := p.planRegion(s.addr, m)
+		if err == nil {
+			ok, s.region = true, r
+		} else {
+			why = fmt.Sprintf("a jump needs 5 bytes and the instruction has %d; the ones after it cannot go with it: %s", s.insn.Len, jumpReason(err))
+		}
+	}
 	switch {
 	case strategy == Auto:
-		s.noJump = why
+		if !ok {
+			s.noJump = why
+		}
 		return ok, nil
 	case h != nil:
 		return false, refuse(s.addr, s.insn, "a trapless probe runs no handler: insert it with a nil Handler")
@@ -162,6 +204,81 @@ func (p *Process) wantsJump(s *site, strategy Strategy, h Handler) (bool, error)
 	}
 	return true, nil
 }
+
+// planRegion proves the region of several instructions at addr that a
+// jump can replace (see package region), from the whole function holding
+// addr as the program's file describes it (its symbol table, pclntab or
+// unwind table) and as memory holds it, probes' bytes put back.
+func (p *Process) planRegion(addr uint64, m *Mapping) (*region.Region, error) {
+	f, err := funcFile(m.Path)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := Maps(p.pid)
+	if err != nil {
+		return nil, err
+	}
+	bias, err := f.LoadBias(ms)
+	if err != nil {
+		return nil, err
+	}
+	fn := f.PCToFunc(addr - bias)
+	if fn == nil {
+		return nil, fmt.Errorf("no function of %s holds it", m.Path)
+	}
+	start := fn.Addr + bias
+	if fn.Size > 1<<20 {
+		return nil, fmt.Errorf("its function %s is %d bytes: too large to prove", fn.Name, fn.Size)
+	}
+	body := make([]byte, fn.Size)
+	if _, err := p.mem.ForceReadAt(body, int64(start)); err != nil {
+		return nil, fmt.Errorf("reading its function %s: %w", fn.Name, err)
+	}
+	for a, o := range p.sites {
+		for i, b := range o.origBytes() {
+			if at := a + uint64(i); at >= start && at < start+fn.Size {
+				body[at-start] = b
+			}
+		}
+	}
+	r, err := region.Plan(body, start, addr)
+	if err != nil {
+		return nil, err
+	}
+	for a, o := range p.sites {
+		if a > addr && a < r.End() || a < addr && a+o.span() > addr {
+			return nil, fmt.Errorf("the probe at %#x lies in the %d bytes a jump would replace", a, r.Len)
+		}
+	}
+	return r, nil
+}
+
+// funcFile returns the functions of the file at path, opened once per
+// version of the file.
+func funcFile(path string) (*symtab.File, error) {
+	if path == "" || path[0] != '/' {
+		return nil, fmt.Errorf("its mapping names no file (%q) to find its function in", path)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	key := fmt.Sprintf("%s\x00%d\x00%d", path, st.Size(), st.ModTime().UnixNano())
+	if v, ok := funcFiles.Load(key); ok {
+		return v.(*symtab.File), nil
+	}
+	f, err := symtab.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if v, loaded := funcFiles.LoadOrStore(key, f); loaded {
+		f.Close()
+		return v.(*symtab.File), nil
+	}
+	return f, nil
+}
+
+var funcFiles sync.Map
 
 // jumpReason is the reason of a refusal to place a jump, for Probe.NoJump.
 func jumpReason(err error) string {
@@ -206,14 +323,21 @@ func reach32(from, to uint64) bool {
 // returns errNeedWorld when a mapping is needed and no thread is stopped
 // to map it from (and final is not set).
 func (p *Process) placeJump(s *site, path string, buf []byte, final bool) error {
-	in := s.insn
+	in, reg := s.insn, s.region
 	fits := func(x *xolArea) bool {
 		if x.next+padSize > xolSize {
 			return false
 		}
 		a := x.base + x.next
-		return reach32(a+padSize, in.Next()) && reach32(a, in.Next()) && reach32(a, s.addr+5) &&
-			(!in.RIPRel || reach32(a+padSize, in.Target) && reach32(a, in.Target))
+		if !reach32(a+padSize, reg.End()) || !reach32(a, reg.End()) || !reach32(a, s.addr+5) {
+			return false
+		}
+		for _, in := range reg.Insns {
+			if in.RIPRel && !(reach32(a+padSize, in.Target) && reach32(a, in.Target)) {
+				return false
+			}
+		}
+		return true
 	}
 	var x *xolArea
 	last := p.xol
@@ -262,7 +386,7 @@ func (p *Process) placeJump(s *site, path string, buf []byte, final bool) error 
 			return refuse(s.addr, in, "no counter within ±2GB of its pad: the mapping went to %#x", base)
 		}
 	}
-	pd := &pad{addr: at}
+	pd := &pad{addr: at, reg: reg}
 	if !goCode(path) {
 		pd.red = 128
 	}
@@ -343,20 +467,21 @@ func (pd *pad) encode(in *decode.Insn, ctr uint64) ([]byte, error) {
 		b = append(b, 0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0) // lea 0x80(%rsp),%rsp
 	}
 	pd.copyOff = uint64(len(b))
-	b = append(b, in.Code()...)
-	if in.RIPRel {
-		end := pd.addr + uint64(len(b))
-		if !reach32(end, in.Target) {
-			return nil, refuse(in.Addr, in, "its rip-relative target %#x is beyond ±2GB of the pad at %#x", in.Target, pd.addr)
-		}
-		binary.LittleEndian.PutUint32(b[pd.copyOff+uint64(in.DispOff):], uint32(int32(int64(in.Target)-int64(end))))
+	code, offs, err := pd.reg.Relocate(pd.addr + pd.copyOff)
+	if err != nil {
+		return nil, refuse(in.Addr, in, "the pad at %#x cannot hold its copy: %v", pd.addr, err)
 	}
+	b = append(b, code...)
+	pd.offs = offs
 	var j [14]byte
-	n := jumpBack(j[:], pd.addr+uint64(len(b)), in.Next())
+	n := jumpBack(j[:], pd.addr+uint64(len(b)), pd.reg.End())
 	if n != 5 {
 		return nil, refuse(in.Addr, in, "the pad at %#x is beyond ±2GB of it", pd.addr)
 	}
 	b = append(b, j[:n]...)
+	if len(b) > padSize {
+		return nil, refuse(in.Addr, in, "its pad needs %d bytes, more than %d", len(b), padSize)
+	}
 	for len(b) < padSize {
 		b = append(b, 0xcc)
 	}
@@ -369,6 +494,15 @@ func (s *site) jumpBytes() [5]byte {
 	j[0] = 0xe9
 	binary.LittleEndian.PutUint32(j[1:], uint32(int32(int64(s.pad.addr)-int64(s.addr+5))))
 	return j
+}
+
+// span is how many bytes from s.addr belong to s: its instruction's, or
+// all that its jump replaces.
+func (s *site) span() uint64 {
+	if s.region != nil {
+		return uint64(s.region.Len)
+	}
+	return uint64(s.insn.Len)
 }
 
 // origBytes returns the bytes to put back at s: the INT3's one, or all
@@ -388,6 +522,9 @@ func (t *Tracer) queuePatch(p *Process, s *site) {
 	t.needWorld(p, false, func() {
 		if p.finished || p.image != image || p.sites[s.addr] != s || s.pad.patched {
 			return
+		}
+		if !t.enterPads(p, s) {
+			return // stays an INT3 probe, served through the pad's copy
 		}
 		j := s.jumpBytes()
 		if _, err := p.mem.ForceWriteAt(j[1:], int64(s.addr+1)); err != nil {
@@ -443,9 +580,10 @@ func (p *Process) finishPads(read bool) {
 
 // A thread in a pad is at one of its instruction boundaries. padPlace
 // says where it belongs in the original code, undoing the counting part
-// in th.pregs: before the count, at the original instruction (its hit is
-// yet to be counted); after it, at the copy (counted, not yet run); after
-// the copy, at the next original instruction.
+// in th.pregs: before the count, at the original first instruction (its
+// hit is yet to be counted); after it, at the copy of one of the replaced
+// instructions (counted, not yet run); after the copy, at the end of the
+// replaced bytes.
 type padPlace uint8
 
 const (
@@ -465,8 +603,9 @@ func (p *Process) padAt(rip uint64) *site {
 }
 
 // undoPad moves th.pregs out of the counting part of s's pad and says
-// where the thread belongs; ok is false off an instruction boundary.
-func (p *Process) undoPad(th *thread, s *site) (padPlace, bool) {
+// where the thread belongs, with i the replaced instruction it is at for
+// padCopy; ok is false off an instruction boundary.
+func (p *Process) undoPad(th *thread, s *site) (where padPlace, i int, ok bool) {
 	pd, r := s.pad, &th.pregs
 	off := r.Rip - pd.addr
 	push := uint64(0)
@@ -483,87 +622,177 @@ func (p *Process) undoPad(th *thread, s *site) (padPlace, bool) {
 	}
 	switch {
 	case off == 0:
-		return padOrig, true
+		return padOrig, 0, true
 	case off == push && pd.red != 0:
 		r.Rsp += pd.red
-		return padOrig, true
+		return padOrig, 0, true
 	case off == push+1: // after pushfq
 		if !flags() {
-			return 0, false
+			return 0, 0, false
 		}
 		r.Rsp += 8 + pd.red
-		return padOrig, true
+		return padOrig, 0, true
 	case off == push+9: // counted, before popfq
 		if !flags() {
-			return 0, false
+			return 0, 0, false
 		}
 		r.Rsp += 8 + pd.red
-		return padCopy, true
+		return padCopy, 0, true
 	case off == push+10 && pd.red != 0: // before the second lea
 		r.Rsp += pd.red
-		return padCopy, true
-	case off == pd.copyOff:
-		return padCopy, true
-	case off == pd.copyOff+uint64(s.insn.Len):
-		return padNext, true
+		return padCopy, 0, true
 	}
-	return 0, false
+	if i, ok := pd.copyIndex(r.Rip); ok {
+		if i == len(pd.reg.Insns) {
+			return padNext, i, true
+		}
+		return padCopy, i, true
+	}
+	return 0, 0, false
 }
 
 // padSignal delivers sig, which th stopped with in a pad, never there (see
 // signalled): before the count the thread goes back to the original
 // instruction, which jumps to the pad again once the handler returns;
-// after the copy, to the next original instruction; a fault the copy
-// raised is reported at the original address (si_addr too where it names
-// the instruction); a thread counted but not yet through the copy steps
-// it first, with the signal kept. It reports false when th is in no pad.
+// after the copy, to the end of the replaced bytes; in the copy, to the
+// replaced instruction it is at when the jump left that one's bytes
+// intact. A fault the copy raised is reported at the original address of
+// its instruction (si_addr too where it names the instruction). A thread
+// elsewhere in the copy (counted, not yet through) is stepped on first,
+// with the signal kept. It reports false when th is in no pad.
 func (t *Tracer) padSignal(th *thread, sig unix.Signal) bool {
 	p, tid := th.p, th.tid
 	s := p.padAt(th.pregs.Rip)
 	if s == nil {
 		return false
 	}
-	atCopy := th.pregs.Rip == s.slot
-	where, ok := p.undoPad(th, s)
+	pd := s.pad
+	where, i, ok := p.undoPad(th, s)
 	if !ok {
 		return false
 	}
-	switch where {
-	case padOrig, padNext:
-		th.pregs.Rip = s.addr
-		if where == padNext {
-			th.pregs.Rip = s.insn.Next()
+	if where == padCopy {
+		if ptsys.GetSiginfo(tid, &th.si) != 0 {
+			return true // gone
 		}
+		if th.si.Code() > 0 && (sig == unix.SIGSEGV || sig == unix.SIGBUS || sig == unix.SIGILL || sig == unix.SIGFPE) {
+			t.padFault(th, s, i)
+			t.deliver(th, sig)
+			return true
+		}
+	}
+	to := uint64(0)
+	switch {
+	case where == padOrig:
+		to = s.addr
+	case where == padNext:
+		to = pd.reg.End()
+	case i > 0 && pd.origAt(i) >= 5:
+		to = s.addr + pd.origAt(i)
+	}
+	if to != 0 {
+		th.pregs.Rip = to
 		ptsys.SetRegs(tid, &th.pregs)
 		t.deliver(th, sig)
 		return true
 	}
-	if ptsys.GetSiginfo(tid, &th.si) != 0 {
-		return true // gone
-	}
-	if atCopy && th.si.Code() > 0 && (sig == unix.SIGSEGV || sig == unix.SIGBUS || sig == unix.SIGILL || sig == unix.SIGFPE) {
-		th.pregs.Rip = s.addr
-		ptsys.SetRegs(tid, &th.pregs)
-		if sig == unix.SIGILL || sig == unix.SIGFPE {
-			th.si.SetAddr(s.addr)
-			ptsys.SetSiginfo(tid, &th.si)
-		}
-		t.deliver(th, sig)
-		return true
-	}
-	th.pregs.Rip = s.slot
 	if ptsys.SetRegs(tid, &th.pregs) != 0 {
 		return true
 	}
 	th.keep(&th.si)
-	t.startStep(th, stepThrough, s, s.slot, true)
+	t.startStep(th, stepThrough, s, th.pregs.Rip, true)
+	return true
+}
+
+// padFault moves th, whose copy of the replaced instruction i faulted,
+// to that instruction's original address, in si_addr too where it names
+// the instruction.
+func (t *Tracer) padFault(th *thread, s *site, i int) {
+	at := s.addr + s.pad.origAt(i)
+	th.pregs.Rip = at
+	ptsys.SetRegs(th.tid, &th.pregs)
+	if sig := unix.Signal(th.si.Signo()); sig == unix.SIGILL || sig == unix.SIGFPE {
+		th.si.SetAddr(at)
+		ptsys.SetSiginfo(th.tid, &th.si)
+	}
+}
+
+// padStepped goes on with th, stepped through one instruction of s's pad
+// copy before a signal is delivered: it reports true when th is where the
+// signal can be delivered (its registers in th.pregs and written), false
+// when it was stepped again.
+func (t *Tracer) padStepped(th *thread, s *site) bool {
+	pd := s.pad
+	i, in := pd.copyIndex(th.pregs.Rip)
+	switch {
+	case th.stepFault && in:
+		t.padFault(th, s, i)
+		th.keep(&th.si)
+		return true
+	case !in:
+		// Out of the pad: the last instruction's branch was taken.
+	case i == len(pd.reg.Insns):
+		th.pregs.Rip = pd.reg.End()
+	case pd.origAt(i) >= 5:
+		th.pregs.Rip = s.addr + pd.origAt(i)
+	default:
+		t.startStep(th, stepThrough, s, th.pregs.Rip, true)
+		return false
+	}
+	ptsys.SetRegs(th.tid, &th.pregs)
+	return true
+}
+
+// enterPads moves every still thread of p at an interior instruction
+// boundary of s's replaced bytes to the matching point of its pad, before
+// the jump is written. A thread at a hit is at a probe's address, which
+// the proof keeps out of the replaced bytes; a parked one is moved in the
+// registers its debugger sees too. It reports false, and moves none, when
+// a thread is inside the bytes off an instruction boundary (which the
+// proof says cannot be): the site then stays an INT3 probe.
+func (t *Tracer) enterPads(p *Process, s *site) bool {
+	pd := s.pad
+	var moves []*thread
+	for _, th := range p.threads {
+		if th.zombie || th.hit != 0 || (th.state != held && th.state != parked) {
+			continue
+		}
+		if ptsys.GetRegs(th.tid, &th.pregs) != 0 {
+			continue
+		}
+		if th.pregs.Rip == s.addr+1 && (th.pending && ptsys.Event(th.ws) == 0 && th.ws.StopSignal() == unix.SIGTRAP ||
+			sigPending(th.tgid, th.tid, unix.SIGTRAP)) {
+			// Past the INT3, its hit yet to be served: the report is kept
+			// for after the world stop, or the SIGTRAP is still queued
+			// (an interrupt is reported before a pending signal). The
+			// hit is served through the pad then.
+			continue
+		}
+		if off := th.pregs.Rip - s.addr; th.pregs.Rip > s.addr && off < uint64(pd.reg.Len) {
+			if _, ok := pd.reg.Boundary(int(off)); !ok {
+				return false
+			}
+			moves = append(moves, th)
+		}
+	}
+	for _, th := range moves {
+		i, _ := pd.reg.Boundary(int(th.pregs.Rip - s.addr))
+		th.pregs.Rip = pd.addr + pd.copyOff + uint64(pd.offs[i])
+		ptsys.SetRegs(th.tid, &th.pregs)
+		if th.state == parked && (th.parked || th.dirty) {
+			th.r.RIP = th.pregs.Rip
+			th.orig.Rip = th.pregs.Rip
+		}
+		t.padEntries++
+	}
 	return true
 }
 
 // leavePads moves every still thread of p that is in one of the pads of
 // only (all when nil) back to the original code, whose bytes the caller
-// restores: before the count to the instruction, after it to the
-// instruction too (counted once, run once), after the copy to the next.
+// restores: before the count to the first instruction, in the copy to the
+// instruction it is at (counted once, run once), after the copy to the end
+// of the replaced bytes.
 func (t *Tracer) leavePads(p *Process, only *site) {
 	if p.pads == nil {
 		return
@@ -579,13 +808,16 @@ func (t *Tracer) leavePads(p *Process, only *site) {
 		if s == nil || (only != nil && s != only) {
 			continue
 		}
-		where, ok := p.undoPad(th, s)
+		where, i, ok := p.undoPad(th, s)
 		if !ok {
 			continue
 		}
 		th.pregs.Rip = s.addr
-		if where == padNext {
-			th.pregs.Rip = s.insn.Next()
+		switch where {
+		case padCopy:
+			th.pregs.Rip += s.pad.origAt(i)
+		case padNext:
+			th.pregs.Rip = s.pad.reg.End()
 		}
 		ptsys.SetRegs(th.tid, &th.pregs)
 		t.slotExits++

@@ -52,6 +52,14 @@ var errNeedWorld = errors.New("ptrace: no stopped thread")
 // once a world stop has stopped one. On the tracer thread (a handler,
 // OnExec, FollowForks) a thread is always stopped: the handler's own.
 func (p *Process) insert(addr uint64, strategy Strategy, h Handler, onTracer bool, done func(*Probe, error)) {
+	p.insertTry(addr, strategy, h, onTracer, done, 0)
+}
+
+// insertTries bounds the world stops an insert waits through while every
+// thread is inside a clone, fork or exec (none can run an injected call).
+const insertTries = 50
+
+func (p *Process) insertTry(addr uint64, strategy Strategy, h Handler, onTracer bool, done func(*Probe, error), try int) {
 	pr, err := p.place(addr, strategy, h, onTracer)
 	if err != errNeedWorld {
 		done(pr, err)
@@ -63,7 +71,15 @@ func (p *Process) insert(addr uint64, strategy Strategy, h Handler, onTracer boo
 			done(nil, fmt.Errorf("ptrace: process %d exited or called execve before the probe at %#x was placed", p.pid, addr))
 			return
 		}
-		done(p.place(addr, strategy, h, true))
+		pr, err := p.place(addr, strategy, h, try+1 >= insertTries)
+		if err != errNeedWorld {
+			done(pr, err)
+			return
+		}
+		// Every thread is inside a system call's event stop (a clone
+		// being made, say): try again once the loop has dispatched those
+		// reports, which this world stop keeps.
+		p.t.later = append(p.t.later, func() { p.insertTry(addr, strategy, h, false, done, try+1) })
 	})
 }
 
@@ -131,12 +147,15 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 		return nil, refuse(addr, in, "%s", in.Reason)
 	}
 	for _, o := range p.sites {
-		if (addr > o.addr && addr < o.insn.Next()) || (o.addr > addr && o.addr < in.Next()) {
+		if (addr > o.addr && addr < o.addr+o.span()) || (o.addr > addr && o.addr < in.Next()) {
+			if o.span() > uint64(o.insn.Len) {
+				return nil, refuse(addr, in, "it lies in the %d bytes the jump of the probe at %#x replaces", o.span(), o.addr)
+			}
 			return nil, refuse(addr, in, "the instruction overlaps the probe at %#x", o.addr)
 		}
 	}
 	s := &site{addr: addr, orig: buf[0], insn: in, scratch: -1}
-	jump, err := p.wantsJump(s, strategy, h)
+	jump, err := p.wantsJump(s, m, strategy, h)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +165,7 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 				return nil, err
 			}
 			jump = false // Auto: a trap strategy after all
-			s.noJump = jumpReason(err)
+			s.noJump, s.region = jumpReason(err), nil
 		}
 	}
 	if !jump {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/onetrap/onetrap/internal/ptsys"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"github.com/onetrap/onetrap/memio"
+	"github.com/onetrap/onetrap/region"
 	"github.com/onetrap/onetrap/regs"
 )
 
@@ -136,6 +137,9 @@ type site struct {
 	boosted  bool   // the slot's copy is followed by a jump back
 	pad      *pad   // a Jump site's pad (slot is its copy), nil for others
 	noJump   string // why Auto did not make it a Jump site, when it was asked to try
+	// region is what a Jump site's jump replaces (its instruction, or a
+	// proved run of several); nil for other sites.
+	region *region.Region
 }
 
 // Exit is how a traced process ended.

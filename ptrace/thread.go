@@ -1,11 +1,11 @@
 package ptrace
 
 import (
-	"github.com/onetrap/onetrap/internal/ptsys"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"github.com/onetrap/onetrap/regs"
 )
 

@@ -55,7 +55,10 @@ type Tracer struct {
 	statPath [40]byte
 	statBuf  [256]byte
 
-	slotExits    int // threads moved out of boosted slots at detach, for tests
+	slotExits  int // threads moved out of boosted slots at detach, for tests
+	padEntries int // threads moved into pads as their jump was written, for tests
+	// later holds work to run once the reports queued now are dispatched.
+	later        []func()
 	sigsAtDetach int // signals passed on by PTRACE_DETACH, for tests
 
 	closeOnce sync.Once
@@ -129,6 +132,12 @@ func (t *Tracer) loop(ready chan<- error, try int) {
 			copy(t.queue, t.queue[1:])
 			t.queue = t.queue[:len(t.queue)-1]
 			t.event(r.tid, r.ws)
+			continue
+		}
+		if len(t.later) > 0 {
+			f := t.later[0]
+			t.later = t.later[1:]
+			f()
 			continue
 		}
 		pid, e := ptsys.Wait4(-1, &t.ws, ptsys.WALL|ptsys.WNOTHREAD)

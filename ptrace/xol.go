@@ -3,12 +3,12 @@ package ptrace
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/onetrap/onetrap/internal/ptsys"
 
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 
 	"github.com/onetrap/onetrap/decode"
+	"github.com/onetrap/onetrap/internal/ptsys"
 	"github.com/onetrap/onetrap/regs"
 )
 

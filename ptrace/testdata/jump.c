@@ -19,6 +19,8 @@ long j_mov(void);
 long j_flags(long a, long b);
 long j_red(long a, long b);
 long j_load(long *p);
+long j_push(long a);
+long j_into(long n);
 extern char j_flags_probe[];
 
 __asm__(
@@ -58,7 +60,28 @@ __asm__(
     ".globl j_load\n.type j_load,@function\n"
     "j_load:\n"
     "  movq 0x100(%rdi), %rax\n" // 48 8b 87 00 01 00 00
-    "  ret\n");
+    "  ret\n"
+    // A C entry: push rbp (1 byte), mov rbp,rsp (3), lea (4): a jump
+    // replaces a proved region of three, with interior boundaries at +1
+    // and +4.
+    ".globl j_push\n.type j_push,@function\n"
+    "j_push:\n"
+    "  push %rbp\n"
+    "  mov %rsp, %rbp\n"
+    "  lea 1(%rdi), %rax\n"
+    "  pop %rbp\n"
+    "  ret\n"
+    ".size j_push,.-j_push\n"
+    // A loop that branches to byte 2 of the region a jump at j_into would
+    // replace (xor 2 bytes + add 4): refused, it stays an INT3 probe.
+    ".globl j_into\n.type j_into,@function\n"
+    "j_into:\n"
+    "  xorl %eax, %eax\n"
+    "1: addq $3, %rax\n"
+    "  decq %rdi\n"
+    "  jnz 1b\n"
+    "  ret\n"
+    ".size j_into,.-j_into\n");
 
 static long count(long n) {
 	long s = 0;
@@ -71,6 +94,14 @@ static long per_thread;
 static void *worker(void *arg) {
 	(void)arg;
 	return (void *)count(per_thread);
+}
+
+static void *push_worker(void *arg) {
+	(void)arg;
+	long s = 0;
+	for (long i = 0; i < per_thread; i++)
+		s += j_push(i) - i;
+	return (void *)s;
 }
 
 static sigjmp_buf env;
@@ -111,6 +142,25 @@ int main(int argc, char **argv) {
 			sum += (long)r;
 		}
 		printf("sum %ld\n", sum);
+	} else if (!strcmp(mode, "push")) {
+		// push N: 16 threads of N calls of j_push each, after "ready".
+		pthread_t th[16];
+		per_thread = n;
+		long sum = 0;
+		printf("ready\n");
+		for (int i = 0; i < 16; i++)
+			pthread_create(&th[i], NULL, push_worker, NULL);
+		for (int i = 0; i < 16; i++) {
+			void *r;
+			pthread_join(th[i], &r);
+			sum += (long)r;
+		}
+		printf("sum %ld\n", sum);
+	} else if (!strcmp(mode, "into")) {
+		long s = 0;
+		for (long i = 1; i <= n; i++)
+			s += j_into(i % 7 + 1);
+		printf("sum %ld\n", s);
 	} else if (!strcmp(mode, "flags")) {
 		long bad = 0;
 		for (long i = 0; i < n; i++) {
