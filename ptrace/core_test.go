@@ -954,7 +954,9 @@ func TestCoreGroupStopDuringSteps(t *testing.T) {
 			require.NoError(t, err)
 			// The state follows the command name in parentheses.
 			st := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))[0]
-			assert.Equal(t, "t", st, "round %d: task %s", k, task.Name())
+			if !assert.Equal(t, "t", st, "round %d: task %s", k, task.Name()) {
+				t.Log(dumpTracer(r.p.t))
+			}
 		}
 		require.NoError(t, unix.Kill(pid, unix.SIGCONT))
 	}

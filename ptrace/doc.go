@@ -30,19 +30,25 @@
 //     operand given a new displacement or rewritten to a scratch register.
 //   - SingleStep: the original byte is restored and stepped in place with
 //     the process's other threads stopped, then the INT3 is put back.
-//   - Jump: no trap per hit. The instruction (5 bytes or more) is
-//     replaced by a jmp rel32 to a pad in the XOL area that counts the hit
-//     (lock inc of a counter in a read-write mapping of its own, the flags
-//     saved, the red zone skipped in C code, 8 bytes of stack in Go code),
-//     runs the relocated instruction and jumps back. Only for probes with
-//     no handler; the INT3 serves until a world stop writes the jump.
+//   - Jump: no trap per hit. The instruction (5 bytes or more), or a
+//     region of several that package region proves no branch enters
+//     past its first byte, is replaced by a jmp rel32 to a pad in the XOL
+//     area that counts the hit (lock inc of a counter in a read-write
+//     mapping of its own, the flags saved, the red zone skipped in C
+//     code, 8 bytes of stack in Go code), runs the relocated instructions
+//     and jumps back. Only for probes with no handler; the INT3 serves
+//     until a world stop writes the jump, moving threads stopped inside
+//     the region to the matching point of the pad.
 //
 // If the tracer dies (SIGKILL, a crash), the kernel detaches the process
 // and a Jump-patched site keeps running correctly: its pad only counts.
 // (An INT3 left in place would kill the process with SIGTRAP at its next
 // hit.) With no tracer left to rewrite it, a fault raised by a relocated
 // instruction then shows the pad's address to the program's handler, not
-// the original one.
+// the original one. A thread running a signal handler whose interrupted
+// context lies inside a region as its jump is written would return into
+// the jump's tail: the window is a few instructions at a probe site, and
+// no tracer can see those contexts.
 //
 // Auto picks, per probe, the cheapest by the system calls a hit makes
 // beyond the trap (Jump first, for a probe with no handler where it can

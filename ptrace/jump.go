@@ -18,20 +18,24 @@ import (
 	symtab "github.com/onetrap/onetrap/symbols"
 )
 
-// Trapless probes (Jump). The site's instruction, 5 bytes or more, is
-// replaced by a jmp rel32 to a pad in an XOL area:
+// Trapless probes (Jump). The site's instruction, 5 bytes or more, or a
+// proved region of several (see package region), is replaced by a jmp
+// rel32 to a pad in an XOL area:
 //
 //	lea -128(%rsp),%rsp      C code only: the red zone is left alone
 //	pushfq
 //	lock incq counter(%rip)  a counter in a read-write mapping of its own
 //	popfq
 //	lea 128(%rsp),%rsp       C code only
-//	<the instruction>        relocated: rip-relative by displacement
-//	jmp next                 the next original instruction
+//	<the instructions>       relocated: rip-relative by displacement, a
+//	                         final jcc or jmp as rel32 to its target
+//	jmp next                 the instruction after the replaced ones
 //
 // One instruction of 5 bytes or more has no instruction boundary inside
 // it, so no branch, stopped thread or return address can point into the
-// patched bytes: no flow analysis is needed. The INT3 goes in first, as
+// patched bytes: no flow analysis is needed. A region needs the proof, and
+// threads stopped at its interior boundaries as the jump is written are
+// moved into the pad (enterPads). The INT3 goes in first, as
 // for any probe, and a hit on it is sent to the pad's copy (the hit was
 // counted by the tracer); a world stop then writes bytes 1..4 of the
 // jump and byte 0 last. The XOL area stays unwritable by the tracee:
@@ -696,6 +700,9 @@ func (t *Tracer) padSignal(th *thread, sig unix.Signal) bool {
 		t.deliver(th, sig)
 		return true
 	}
+	// Counted but before the popfq, undoPad has taken the flags and the
+	// stack back already: the copy is where it goes on from.
+	th.pregs.Rip = pd.addr + pd.copyOff + uint64(pd.offs[i])
 	if ptsys.SetRegs(tid, &th.pregs) != 0 {
 		return true
 	}

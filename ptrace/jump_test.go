@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"debug/elf"
+	_ "embed"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,8 +18,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/onetrap/onetrap/internal/testprog"
 	"github.com/onetrap/onetrap/memio"
 	"github.com/onetrap/onetrap/regs"
+	symtab "github.com/onetrap/onetrap/symbols"
 )
 
 // The tests of Jump, trapless probes: testdata/jump.c in one mode per
@@ -72,7 +75,7 @@ func TestJumpLoop(t *testing.T) {
 }
 
 func TestJumpThreads(t *testing.T) {
-	const n = 100000
+	const n = 1000000 // 16 threads
 	r, prs := jumpRun(t, "threads", n, "j_mov")
 	r.exited(t, <-runAsync(r.p, context.Background()))
 	assert.Equal(t, fmt.Sprintf("sum %d\n", 16*42*n), r.out.String())
@@ -380,4 +383,54 @@ func TestJumpRegionPatchWhileRunning(t *testing.T) {
 	res := waitRun(t, done)
 	r.exited(t, res)
 	assert.Equal(t, fmt.Sprintf("ready\nsum %d\n", 16*n), r.out.String())
+}
+
+//go:embed testdata/gojump/main.go
+var goJumpSrc string
+
+// A Go program: 8 goroutines call a function whose entry (past its stack
+// check: push rbp; mov rbp,rsp; sub rsp) a jump replaces, recursively to
+// depth 300 so that stacks grow and move, with GOGC=1 and async
+// preemption signals at work; a nil dereference in it is recovered. The
+// count equals the program's own, and its output is unchanged.
+func TestJumpGo(t *testing.T) {
+	bin := testprog.Go(t, "gojump", goJumpSrc)
+	want, err := exec.Command(bin, "1500").Output()
+	require.NoError(t, err)
+	f, err := symtab.Open(bin)
+	require.NoError(t, err)
+	fn, err := f.LookupFunc("main.probed")
+	require.NoError(t, err)
+	addr := fn.Addr + f.StackCheckSkip(fn)
+	f.Close()
+	require.NotEqual(t, fn.Addr, addr, "the stack check is skipped")
+
+	r := startProgram(t, coreTracer(t), bin, []string{"1500"})
+	pr, err := r.p.Insert(addr, Auto, nil)
+	require.NoError(t, err)
+	require.Equal(t, Jump, pr.Strategy, pr.NoJump)
+	r.exited(t, waitRun(t, runAsync(r.p, context.Background())))
+	assert.Equal(t, string(want), r.out.String())
+	var sum, calls int64
+	var rec bool
+	_, err = fmt.Sscanf(r.out.String(), "sum %d recovered %v calls %d", &sum, &rec, &calls)
+	require.NoError(t, err)
+	assert.True(t, rec)
+	assert.Equal(t, uint64(calls), pr.Hits())
+}
+
+// ITIMER_PROF at 10 kHz whose handler calls the probed function while the
+// main loop does too: signals land in the pad all the time, and every
+// call is counted once.
+func TestJumpProfSignals(t *testing.T) {
+	const n = 20000000
+	r, prs := jumpRun(t, "prof", n, "j_push")
+	r.exited(t, waitRun(t, runAsync(r.p, context.Background())))
+	var ok int
+	var calls uint64
+	_, err := fmt.Sscanf(r.out.String(), "ok %d calls %d", &ok, &calls)
+	require.NoError(t, err, r.out.String())
+	assert.Equal(t, 1, ok)
+	assert.Greater(t, calls, uint64(n), "the handler ran")
+	assert.Equal(t, calls, prs[0].Hits())
 }

@@ -64,7 +64,9 @@ const (
 	// first, served like Boost, until a world stop writes the jump. Only
 	// for probes with no Handler (nothing runs in the tracer on a hit),
 	// on one instruction of 5 bytes or more (no instruction boundary
-	// inside the jump) that Boost could run, within ±2GB of a pad; Auto
+	// inside the jump) that Boost could run, or on a region of several
+	// that package region proves from the function's code (found by the
+	// file's symbols, pclntab or unwind table), within ±2GB of a pad; Auto
 	// picks it there for a nil Handler. Hits adds the counter, read from
 	// the tracee's memory. No signal is delivered with rip in a pad, and
 	// Remove and Detach move threads out of pads and restore every byte;

@@ -139,6 +139,8 @@ func testWorkload(t *testing.T, iters int, follow bool) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	stuck := time.AfterFunc(58*time.Second, func() { t.Logf("stuck:\n%s", dumpTracer(p.t)) })
+	defer stuck.Stop()
 	start := time.Now()
 	exit, err := p.Run(ctx)
 	require.NoError(t, err)

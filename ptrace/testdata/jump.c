@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <ucontext.h>
@@ -96,6 +97,12 @@ static void *worker(void *arg) {
 	return (void *)count(per_thread);
 }
 
+static volatile long prof_calls;
+static void on_prof(int sig) {
+	(void)sig;
+	prof_calls += j_push(prof_calls) - prof_calls;
+}
+
 static void *push_worker(void *arg) {
 	(void)arg;
 	long s = 0;
@@ -156,6 +163,22 @@ int main(int argc, char **argv) {
 			sum += (long)r;
 		}
 		printf("sum %ld\n", sum);
+	} else if (!strcmp(mode, "prof")) {
+		// prof N: N calls of j_push while ITIMER_PROF fires at 10 kHz,
+		// its handler calling j_push too; prints the calls made.
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_prof;
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGPROF, &sa, NULL);
+		struct itimerval it = {{0, 100}, {0, 100}};
+		setitimer(ITIMER_PROF, &it, NULL);
+		long s = 0;
+		for (long i = 0; i < n; i++)
+			s += j_push(i) - i;
+		struct itimerval off = {{0, 0}, {0, 0}};
+		setitimer(ITIMER_PROF, &off, NULL);
+		printf("ok %d calls %ld\n", s == n, n + prof_calls);
 	} else if (!strcmp(mode, "into")) {
 		long s = 0;
 		for (long i = 1; i <= n; i++)
