@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -278,12 +277,14 @@ func unop(op byte, v uint64, code []byte, pc *int, m memio.Memory) (uint64, erro
 		shift := 64 - bits
 		return uint64(int64(v<<shift) >> shift), nil
 	}
-	size := 1 << (op - axRef8) // ref8 ref16 ref32 ref64 are consecutive
-	var b [8]byte
-	if _, err := m.ReadAt(b[:size], int64(v)); err != nil {
+	// ref8 ref16 ref32 ref64 are consecutive. ReadUint, unlike ReadAt
+	// through the interface, reads with no allocation: this runs at every
+	// hit.
+	v, err := memio.ReadUint(m, v, 1<<(op-axRef8))
+	if err != nil {
 		return 0, fmt.Errorf("%w: %v", errAgent, err)
 	}
-	return binary.LittleEndian.Uint64(b[:]), nil
+	return v, nil
 }
 
 // register returns gdb's amd64 register number n (the target
