@@ -66,15 +66,19 @@ func TestBoostEverySite(t *testing.T) {
 	}
 }
 
-// How Auto chooses: register-only emulations stay emulated; emulations
-// that touch memory are boosted; what the emulator lacks is boosted; a call
-// is emulated. With NoXOL nothing is mapped: Emulate or SingleStep only.
+// How Auto chooses: with no handler, a jump wherever one can replace the
+// instruction or a proved region from it (not a call); with a handler,
+// register-only emulations stay emulated, emulations that touch memory
+// are boosted, what the emulator lacks is boosted, a call is emulated.
+// With NoXOL nothing is mapped: Emulate or SingleStep only.
 func TestAutoAndNoXOL(t *testing.T) {
-	// With no handler, Auto makes instructions of 5 bytes or more that
-	// can be boosted trapless.
 	want := map[asmfuncs.Site]Strategy{
-		asmfuncs.SitePushRBP: Boost, asmfuncs.SiteSubRSP: Emulate, asmfuncs.SiteMovImm: Jump,
-		asmfuncs.SiteLea: Jump, asmfuncs.SiteCmpStack: Boost, asmfuncs.SiteRipLoad: Jump,
+		asmfuncs.SitePushRBP: Jump, asmfuncs.SiteSubRSP: Jump, asmfuncs.SiteMovImm: Jump,
+		asmfuncs.SiteLea: Jump, asmfuncs.SiteCmpStack: Jump, asmfuncs.SiteRipLoad: Jump,
+		asmfuncs.SiteCallLeaf: Emulate, asmfuncs.SiteCpuid: Jump, asmfuncs.SiteDeref: Jump,
+	}
+	wantHandler := map[asmfuncs.Site]Strategy{
+		asmfuncs.SitePushRBP: Boost, asmfuncs.SiteSubRSP: Emulate, asmfuncs.SiteCmpStack: Boost,
 		asmfuncs.SiteCallLeaf: Emulate, asmfuncs.SiteCpuid: Boost, asmfuncs.SiteDeref: Boost,
 	}
 	wantNoXOL := map[asmfuncs.Site]Strategy{
@@ -83,14 +87,18 @@ func TestAutoAndNoXOL(t *testing.T) {
 		asmfuncs.SiteCallLeaf: Emulate, asmfuncs.SiteCpuid: SingleStep, asmfuncs.SiteDeref: Emulate,
 	}
 	out := untraced(t, "calls", "N=50")
-	for _, noXOL := range []bool{false, true} {
-		t.Run(fmt.Sprintf("noXOL=%v", noXOL), func(t *testing.T) {
+	for _, c := range []string{"nil handler", "handler", "NoXOL"} {
+		t.Run(c, func(t *testing.T) {
 			cmd := child("calls", "N=50")
 			var buf bytes.Buffer
 			cmd.Stdout = &buf
 			var opts []Option
-			expect := want
-			if noXOL {
+			expect, noXOL := want, c == "NoXOL"
+			var h Handler
+			switch c {
+			case "handler":
+				expect, h = wantHandler, func(int, *Probe, *regs.Regs, memio.Memory) {}
+			case "NoXOL":
 				opts, expect = append(opts, NoXOL()), wantNoXOL
 			}
 			p, err := Start(cmd, opts...)
@@ -98,9 +106,9 @@ func TestAutoAndNoXOL(t *testing.T) {
 			t.Cleanup(func() { p.Detach(); cmd.Process.Kill() })
 			var probes []*Probe
 			for s, strat := range expect {
-				pr, err := p.Insert(asmfuncs.Addr(s), Auto, nil)
+				pr, err := p.Insert(asmfuncs.Addr(s), Auto, h)
 				require.NoError(t, err, "site %v", s)
-				assert.Equal(t, strat, pr.Strategy, "site %v (%v)", s, pr.Insn)
+				assert.Equal(t, strat, pr.Strategy, "site %v (%v): %s", s, pr.Insn, pr.NoJump)
 				probes = append(probes, pr)
 			}
 			base, _ := p.XOL()

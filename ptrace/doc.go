@@ -61,11 +61,13 @@
 //
 // A hit costs the trap itself (wait4 and PTRACE_CONT: the floor, what a
 // tracer that does nothing pays) plus, counted with strace on BenchmarkHit:
-// GETREGS; GETSIGINFO only when the probed instruction is one byte long
-// (see trap in hit.go); one register write, a POKEUSER of rip when nothing
-// else changed (Boost), else SETREGS; and one process_vm call per memory
-// access of an emulation. In all, emulating push rbp makes 6 calls, sub
-// rsp 4, cmp rsp,[r14+16] 5; boosting push rbp 5; stepping it out of line
+// GETREGS; GETSIGINFO (a SIGTRAP the program sends itself can find a
+// thread one byte past a probe, even inside a longer instruction whose
+// bytes also decode from there: see trap in hit.go); one register write, a
+// POKEUSER of rip when nothing else changed (Boost), else SETREGS; and one
+// process_vm call per memory access of an emulation. In all, emulating push
+// rbp makes 6 calls, sub rsp 5, cmp rsp,[r14+16] 6; boosting push rbp 5;
+// stepping it out of line
 // 10. Memory goes through process_vm_readv/writev even for one aligned word
 // although PTRACE_PEEKDATA/POKEDATA are a little cheaper (about 1.0 µs
 // against 1.3 µs here): they force their way through page protections, so
