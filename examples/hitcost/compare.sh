@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # compare.sh: the cost of one breakpoint hit, side by side, on one C target
 # (testdata/target.c, a loop calling f N times): untraced, under onetrap
-# with each strategy, at the ptrace floor, under gdb (a breakpoint with an
-# ignore count) and under Delve (a breakpoint with a hit-count condition).
+# with each strategy (Jump: no trap, a jump to a counting pad), at the
+# ptrace floor, under gdb (a breakpoint with an ignore count), under Delve
+# (a breakpoint with a hit-count condition) and, when run as root, under a
+# kernel uprobe (a tracefs event) and bpftrace (a uprobe counting).
 # Everything runs pinned to one CPU (CPU, default 0). Each method runs with
 # N hits and with none, R times each (default 3); the cost of a hit is the
 # median difference divided by N, so start-up costs cancel out. Prints a
@@ -44,6 +46,8 @@ run() {
 	case $method in
 	untraced) cmd=("$work/target" "$n") ;;
 	floor) cmd=("$work/hitcost" -strategy floor "$work/target" "$n" floor) ;;
+	uprobe) cmd=("$work/target" "$n") ;; # the event is enabled around its runs
+	bpftrace) cmd=(bpftrace -q -e "uprobe:$work/target:f { @c = count(); }" -c "$work/target $n") ;;
 	gdb) cmd=(gdb -nx -batch -ex "break *$f" -ex "ignore 1 $n" -ex run --args "$work/target" "$n") ;;
 	delve)
 		printf 'break bp1 *%s\ncondition -hitcount bp1 > %d\ncontinue\nexit\n' "$f" "$n" >"$work/dlv.init"
@@ -75,11 +79,39 @@ cost() {
 		a=$(run "$n" "$method")
 		b=$(run 0 "$method")
 		echo $((a - b))
-	done | median | awk -v n="$n" '{ printf "%.2f\n", $1 / n / 1000 }'
+	done | median | awk -v n="$n" '{ printf "%.3f\n", $1 / n / 1000 }'
 }
 
+# fileoff ADDR: the file offset of virtual address ADDR in the target,
+# which a kernel uprobe is placed by.
+fileoff() {
+	local a=$(($1)) typ off va pa fsz rest
+	while read -r typ off va pa fsz rest; do
+		[ "$typ" = LOAD ] || continue
+		if ((a >= va && a < va + fsz)); then
+			printf '0x%x\n' $((a - va + off))
+			return
+		fi
+	done < <(readelf -lW "$work/target")
+}
+
+tracefs=/sys/kernel/tracing
+uprobe_ok=
+if [ "$(id -u)" = 0 ]; then
+	[ -d "$tracefs/events" ] || mount -t tracefs nodev "$tracefs" 2>/dev/null || true
+	if [ -w "$tracefs/uprobe_events" ]; then
+		echo "-:onetrap_hitcost/f" >>"$tracefs/uprobe_events" 2>/dev/null || true
+		if echo "p:onetrap_hitcost/f $work/target:$(fileoff "$f")" >>"$tracefs/uprobe_events"; then
+			uprobe_ok=1
+			trap 'echo 0 >"$tracefs/events/onetrap_hitcost/f/enable" 2>/dev/null; echo "-:onetrap_hitcost/f" >>"$tracefs/uprobe_events" 2>/dev/null; rm -rf "$work"' EXIT
+		fi
+	fi
+fi
+
 declare -A us hits
-methods=(untraced floor emulate boost outofline singlestep)
+methods=(untraced floor emulate boost jump outofline singlestep)
+[ -n "$uprobe_ok" ] && methods+=(uprobe)
+[ "$(id -u)" = 0 ] && command -v bpftrace >/dev/null && methods+=(bpftrace)
 [ -n "$have_gdb" ] && methods+=(gdb)
 [ -n "$dlv" ] && methods+=(delve)
 for m in "${methods[@]}"; do
@@ -89,7 +121,9 @@ for m in "${methods[@]}"; do
 	*) n=$N_ONETRAP ;;
 	esac
 	hits[$m]=$n
+	[ "$m" = uprobe ] && echo 1 >"$tracefs/events/onetrap_hitcost/f/enable"
 	us[$m]=$(cost "$m" "$n")
+	[ "$m" = uprobe ] && echo 0 >"$tracefs/events/onetrap_hitcost/f/enable"
 	echo "$m: ${us[$m]} µs per hit" >&2
 done
 
@@ -100,6 +134,9 @@ name() {
 	floor) echo "ptrace floor (own int3, wait + continue)" ;;
 	emulate) echo "onetrap Emulate (push rbp)" ;;
 	boost) echo "onetrap Boost" ;;
+	jump) echo "onetrap Jump (no trap: a pad counts)" ;;
+	uprobe) echo "kernel uprobe $(uname -r) (tracefs event, root)" ;;
+	bpftrace) echo "$(bpftrace --version) (uprobe, count(), root)" ;;
 	outofline) echo "onetrap OutOfLine (stepped)" ;;
 	singlestep) echo "onetrap SingleStep" ;;
 	gdb) echo "gdb $(gdb --version | head -1 | awk '{ print $NF }') (break, ignore count)" ;;
@@ -116,5 +153,7 @@ for m in "${methods[@]}"; do
 done
 echo
 echo "- onetrap Emulate / floor: $(ratio "${us[emulate]}" "${us[floor]}"); Boost / floor: $(ratio "${us[boost]}" "${us[floor]}"); SingleStep / Emulate: $(ratio "${us[singlestep]}" "${us[emulate]}")"
+echo "- onetrap Jump: $(awk -v j="${us[jump]}" 'BEGIN { printf "%.0f", j * 1000 }') ns per hit, floor / Jump: $(ratio "${us[floor]}" "${us[jump]}")"
+[ -n "$uprobe_ok" ] && echo "- a kernel uprobe costs $(ratio "${us[uprobe]}" "${us[jump]}")× onetrap Jump"
 [ -n "$have_gdb" ] && echo "- onetrap Emulate is $(ratio "${us[gdb]}" "${us[emulate]}")× faster than gdb, Boost $(ratio "${us[gdb]}" "${us[boost]}")×"
 [ -n "$dlv" ] && echo "- onetrap Emulate is $(ratio "${us[delve]}" "${us[emulate]}")× faster than Delve, Boost $(ratio "${us[delve]}" "${us[boost]}")×"

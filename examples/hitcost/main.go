@@ -24,7 +24,7 @@ import (
 )
 
 func main() {
-	strategy := flag.String("strategy", "emulate", "floor, emulate, boost, outofline, singlestep or auto")
+	strategy := flag.String("strategy", "emulate", "floor, emulate, boost, outofline, singlestep, jump or auto")
 	sym := flag.String("sym", "f", "the function whose first instruction is probed")
 	flag.Parse()
 	if flag.NArg() < 1 {
@@ -42,7 +42,7 @@ func run(strategy, sym string, args []string) error {
 		return floor(args)
 	}
 	strategies := map[string]ptrace.Strategy{"auto": ptrace.Auto, "emulate": ptrace.Emulate, "boost": ptrace.Boost,
-		"outofline": ptrace.OutOfLine, "singlestep": ptrace.SingleStep}
+		"outofline": ptrace.OutOfLine, "singlestep": ptrace.SingleStep, "jump": ptrace.Jump}
 	s, ok := strategies[strategy]
 	if !ok {
 		return fmt.Errorf("unknown strategy %q", strategy)
