@@ -3,7 +3,9 @@
 # (testdata/calls.c: N calls of libc's atoi through the PLT), each call's
 # entry and return traced and counted: untraced, under onetrap's tracer
 # (-c: the calls summary), under ltrace (-c) and, when run as root with
-# bpftrace installed, under bpftrace (uprobe and uretprobe, counted). The
+# bpftrace installed, under bpftrace (uprobe and uretprobe, counted); then
+# the entries alone counted, by onetrap's tracer with --count (trapless
+# where the entry can take a jump to a counting pad) and by bpftrace. The
 # tracer and the workload run pinned to one CPU (CPU, default 0), as in
 # examples/hitcost. Every run is checked for the workload's checksum; each
 # method runs R times (default 3) and the median is kept; the cost of a call
@@ -32,7 +34,14 @@ libc=$(ldd "$work/calls" | awk '/libc.so/ { print $3 }')
 
 methods=(untraced onetrap)
 if command -v ltrace >/dev/null; then methods+=(ltrace); fi
-if [ "$(id -u)" = 0 ] && command -v bpftrace >/dev/null; then methods+=(bpftrace); fi
+if [ "$(id -u)" = 0 ] && command -v bpftrace >/dev/null; then
+	[ -d /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+	methods+=(bpftrace)
+fi
+# Counting entries only: onetrap with no trap per call where the entry can
+# take a jump to a counting pad, bpftrace with a uprobe.
+methods+=(onetrap-count)
+if [ "$(id -u)" = 0 ] && command -v bpftrace >/dev/null; then methods+=(bpftrace-count); fi
 
 # run METHOD: runs the workload under METHOD, checks its checksum and
 # prints the elapsed nanoseconds.
@@ -46,6 +55,8 @@ run() {
 	bpftrace)
 		cmd=(bpftrace -q -o "$work/report" -e "uprobe:$libc:atoi { @c = count(); } uretprobe:$libc:atoi { @r = count(); }" -c "$work/calls $N")
 		;;
+	onetrap-count) cmd=("$work/trace" --count -o "$work/report" -e libc:atoi -- "$work/calls" "$N") ;;
+	bpftrace-count) cmd=(bpftrace -q -o "$work/report" -e "uprobe:$libc:atoi { @c = count(); }" -c "$work/calls $N") ;;
 	esac
 	t0=$(date +%s%N)
 	out=$(taskset -c "$CPU" "${cmd[@]}" </dev/null 2>"$work/stderr") || {
@@ -69,6 +80,8 @@ version() {
 	onetrap) echo "onetrap trace -c (entry and RET probes)" ;;
 	ltrace) echo "$(ltrace -V | head -1 | sed 's/ version / /; s/\.$//') -c" ;;
 	bpftrace) echo "$(bpftrace --version) (uprobe + uretprobe)" ;;
+	onetrap-count) echo "onetrap trace --count (entries counted, trapless)" ;;
+	bpftrace-count) echo "$(bpftrace --version) (uprobe counted)" ;;
 	esac
 }
 
