@@ -109,6 +109,7 @@ type Refusal struct {
 	Reason string
 }
 
+// Error is the reason, prefixed with the package's name.
 func (e *Refusal) Error() string { return "region: " + e.Reason }
 
 // Unwrap makes every Refusal an ErrRefused for errors.Is.
