@@ -157,9 +157,10 @@ func (r *Region) Boundary(off int) (i int, ok bool) {
 //
 //   - fn decodes completely, and addr is one of its instruction boundaries;
 //   - the region lies within fn;
-//   - each instruction of the region runs from a copy: no call, ret,
-//     indirect jump, system call, interrupt, far or transactional transfer,
-//     hlt, ud, or instruction the decoder refuses or does not know;
+//   - each instruction of the region runs from a copy: no call, indirect
+//     jump, system call, interrupt, far or transactional transfer, hlt,
+//     ud, or instruction the decoder refuses or does not know, and a ret
+//     only as the last (it leaves the pad as it would the function);
 //   - a direct jmp or jcc may only be the region's last instruction, and
 //     not loop/jrcxz/jecxz (Relocate gives it a rel32 to its old target);
 //   - no direct branch of fn (jmp, jcc, call, loop, jrcxz, xbegin), from
@@ -237,8 +238,15 @@ func runnable(in *decode.Insn, last bool) error {
 	switch in.Flow {
 	case decode.FlowCall, decode.FlowIndirectCall:
 		return refuse(RuleCall, in.Addr, "the instruction at %#x (%s) is a call: its return address would be in the pad", in.Addr, in)
-	case decode.FlowRet, decode.FlowIndirectJump:
-		return refuse(RuleLeave, in.Addr, "the instruction at %#x (%s) leaves by a return or an indirect jump", in.Addr, in)
+	case decode.FlowRet:
+		if last && in.Op == x86asm.RET {
+			// It leaves the pad for the caller, as it would have left the
+			// function: the jump back after it is never reached.
+			return nil
+		}
+		return refuse(RuleLeave, in.Addr, "the instruction at %#x (%s) returns before the region's end", in.Addr, in)
+	case decode.FlowIndirectJump:
+		return refuse(RuleLeave, in.Addr, "the instruction at %#x (%s) leaves by an indirect jump", in.Addr, in)
 	case decode.FlowJump, decode.FlowCondJump:
 		switch in.Op {
 		case x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE, x86asm.JCXZ, x86asm.JECXZ, x86asm.JRCXZ:

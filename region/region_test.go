@@ -79,6 +79,7 @@ func TestPlan(t *testing.T) {
 		{name: "Go stack check", fn: goEntry, len: 6, insns: 2},
 		{name: "mid-function", fn: cat(pushRBP, movRBPRSP, subRSP16, movEAX0, leave, ret), off: 4, len: 9, insns: 2},
 		{name: "one long instruction", fn: cat(subRSP256, ret), len: 7, insns: 1},
+		{name: "ret last (a getter)", fn: cat(subRSP16, ret, ret), len: 5, insns: 2},
 		{name: "a tail jump alone", fn: rel32op([]byte{0xe9}, 0x100), len: 5, insns: 1},
 		{name: "jump table, one long instruction", fn: cat(subRSP256, jmpRAX), len: 7, insns: 1},
 		{name: "rip-relative in the region", fn: cat(pushRBP, movRAXRIP, popRBP, ret), len: 8, insns: 2},
