@@ -137,9 +137,11 @@ func testWorkload(t *testing.T, iters int, follow bool) {
 	assert.Equal(t, Boost, probes["f_push"].Strategy, "push writes memory: boosted rather than emulated")
 	assert.Equal(t, Emulate, probes["f_sub"].Strategy, "sub rsp changes registers only: emulated")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// About 900,000 hits: seconds on an idle machine, minutes on one
+	// loaded ten times over (each hit waits for the tracer thread's turn).
+	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 	defer cancel()
-	stuck := time.AfterFunc(58*time.Second, func() { t.Logf("stuck:\n%s", dumpTracer(p.t)) })
+	stuck := time.AfterFunc(235*time.Second, func() { t.Logf("stuck:\n%s", dumpTracer(p.t)) })
 	defer stuck.Stop()
 	start := time.Now()
 	exit, err := p.Run(ctx)
