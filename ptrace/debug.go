@@ -173,11 +173,14 @@ func (t *Tracer) park(th *thread, s *site, stop Stop) {
 	}
 	th.parked = true
 	stop.Tid, stop.Addr = th.tid, th.r.RIP
-	p.emit(stop)
 	if p.cfg.allStop && !p.world.hold {
+		// The stop is told once every other thread is still too, as a
+		// debugger in all-stop mode expects of it.
 		p.world.hold = true
-		t.needWorld(p, false, func() {})
+		t.needWorld(p, false, func() { p.emit(stop) })
+		return
 	}
+	p.emit(stop)
 }
 
 // parkedThread returns p's parked thread tid, on the tracer thread.
