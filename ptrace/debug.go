@@ -538,7 +538,7 @@ func (p *Process) runUntil(th *thread, addr, sp uint64) error {
 		p.remove(self)
 		self = nil
 	}
-	pr, err := p.place(addr, Auto, h, true)
+	pr, err := p.place(addr, Auto, h, nil, true)
 	if err != nil {
 		return err
 	}

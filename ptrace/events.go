@@ -36,7 +36,7 @@ func (t *Tracer) event(tid int, ws unix.WaitStatus) {
 	th.stopEv = ptsys.Event(ws)
 	if th.p.exitStops && ptsys.Event(ws) == unix.PTRACE_EVENT_EXIT {
 		// The memory is still there: read the counters (see traceExits).
-		th.p.exitStop()
+		th.p.exitStop(th)
 	}
 	switch {
 	case th.state == leaving:
@@ -121,6 +121,7 @@ func (t *Tracer) dispatch(th *thread, ws unix.WaitStatus) {
 			return
 		}
 		// An interrupt, or a new thread's first stop.
+		th.p.seeThread(th)
 		t.release(th)
 	case unix.PTRACE_EVENT_CLONE:
 		if m, e := ptsys.EventMsg(th.tid); e == 0 {
@@ -413,6 +414,7 @@ func (t *Tracer) newImage(th *thread) {
 	p.xol, p.sysAt = nil, 0
 	// The old image's counters are gone: the last readings stand.
 	p.finishPads(false)
+	p.finishRing()
 	p.exitStops = false
 	if p.world.step != nil && p.world.step != th {
 		p.world.step = nil
@@ -567,6 +569,12 @@ func (t *Tracer) follow(p *Process, child int) bool {
 		return false
 	}
 	for addr, s := range p.sites {
+		if s.rec != nil {
+			// The child has no ring (MADV_DONTFORK): its copy of a
+			// recording probe goes, its records are none.
+			c.mem.ForceWriteAt(s.origBytes(), int64(addr))
+			continue
+		}
 		ns := new(site)
 		*ns = *s
 		ns.probes = nil

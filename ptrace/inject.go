@@ -298,5 +298,8 @@ func (t *Tracer) unmapXOL(p *Process) error {
 	for _, s := range p.pads {
 		s.pad.count.finish(true) // the last reading: no thread runs
 	}
+	if err := t.unmapRing(p, th); err != nil {
+		return err
+	}
 	return t.unmapCounters(p, th)
 }

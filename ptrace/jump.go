@@ -54,7 +54,12 @@ type pad struct {
 	red     uint64  // bytes of red zone skipped (128 in C code, 0 in Go)
 	orig    [5]byte // the original bytes the jump replaces
 	patched bool    // the jump is written
-	count   *padCount
+	size    uint64  // padSize, or recPadSize for a recording pad
+	// A recording pad's ring and recorder; goKey: the thread key is the M.
+	ring  *ring
+	rec   *recorder
+	goKey bool
+	count *padCount // a recording pad's counts its drops
 	// reg is what the jump replaces: the probed instruction, or a region
 	// of several proved by region.Plan. offs[i] is the offset, from
 	// copyOff, of the copy of reg.Insns[i] (offs[len(Insns)]: the jump
@@ -179,6 +184,13 @@ func canJump(in *decode.Insn) (bool, string) {
 // it cannot), or under Auto where it can. It sets s.region to what the
 // jump replaces: the instruction, or a proved region of several.
 func (p *Process) wantsJump(s *site, m *Mapping, strategy Strategy, h Handler) (bool, error) {
+	if s.rec != nil {
+		h = nil // its handler only serves hits that trap
+		if why := canRecord(m.Path); why != "" && strategy == Auto {
+			s.noJump = why
+			return false, nil
+		}
+	}
 	if strategy != Jump && (strategy != Auto || h != nil || p.cfg.noXOL) {
 		return false, nil
 	}
@@ -328,16 +340,20 @@ func reach32(from, to uint64) bool {
 // to map it from (and final is not set).
 func (p *Process) placeJump(s *site, path string, buf []byte, final bool) error {
 	in, reg := s.insn, s.region
+	size := uint64(padSize)
+	if s.rec != nil {
+		size = recPadSize
+	}
 	fits := func(x *xolArea) bool {
-		if x.next+padSize > xolSize {
+		if x.next+size > xolSize {
 			return false
 		}
 		a := x.base + x.next
-		if !reach32(a+padSize, reg.End()) || !reach32(a, reg.End()) || !reach32(a, s.addr+5) {
+		if !reach32(a+size, reg.End()) || !reach32(a, reg.End()) || !reach32(a, s.addr+5) {
 			return false
 		}
 		for _, in := range reg.Insns {
-			if in.RIPRel && !(reach32(a+padSize, in.Target) && reach32(a, in.Target)) {
+			if in.RIPRel && !(reach32(a+size, in.Target) && reach32(a, in.Target)) {
 				return false
 			}
 		}
@@ -353,7 +369,7 @@ func (p *Process) placeJump(s *site, path string, buf []byte, final bool) error 
 		last = a
 	}
 	var th *thread
-	if x == nil || p.counterFor(x.base+x.next) == 0 {
+	if x == nil || p.counterFor(x.base+x.next) == 0 || s.rec != nil && p.ring == nil {
 		if th = injector(p); th == nil {
 			if !final {
 				return errNeedWorld
@@ -390,9 +406,18 @@ func (p *Process) placeJump(s *site, path string, buf []byte, final bool) error 
 			return refuse(s.addr, in, "no counter within ±2GB of its pad: the mapping went to %#x", base)
 		}
 	}
-	pd := &pad{addr: at, reg: reg}
+	pd := &pad{addr: at, reg: reg, size: size}
 	if !goCode(path) {
 		pd.red = 128
+	}
+	if s.rec != nil {
+		if err := p.t.ensureRing(p, th, pd.red == 0); err != nil {
+			return err
+		}
+		pd.ring, pd.rec, pd.goKey = p.ring, s.rec, pd.red == 0
+		if p.ring.goKey != pd.goKey {
+			return refuse(s.addr, in, "the ring's threads are known by their %s, and this code's by another", map[bool]string{true: "Ms (Go)", false: "thread pointers (C)"}[p.ring.goKey])
+		}
 	}
 	code, err := pd.encode(in, ctr)
 	if err != nil {
@@ -406,8 +431,10 @@ func (p *Process) placeJump(s *site, path string, buf []byte, final bool) error 
 			c.next += counterStep
 		}
 	}
-	x.next += padSize
-	x.slots = append(x.slots, nil, nil) // no slot: siteOfSlot finds none here
+	x.next += size
+	for i := uint64(0); i < size/slotSize; i++ {
+		x.slots = append(x.slots, nil) // no slot: siteOfSlot finds none here
+	}
 	if p.counterRead == nil {
 		m, err := memio.OpenProcess(p.pid)
 		if err != nil {
@@ -459,13 +486,17 @@ func (t *Tracer) injectMmap(p *Process, th *thread, addr uint64, prot uint64) (u
 
 // encode returns the pad's code for in, counting at ctr.
 func (pd *pad) encode(in *decode.Insn, ctr uint64) ([]byte, error) {
-	b := make([]byte, 0, padSize)
+	b := make([]byte, 0, pd.size)
 	if pd.red != 0 {
 		b = append(b, 0x48, 0x8d, 0x64, 0x24, 0x80) // lea -0x80(%rsp),%rsp
 	}
-	b = append(b, 0x9c)                               // pushfq
-	b = append(b, 0xf0, 0x48, 0xff, 0x05, 0, 0, 0, 0) // lock incq ctr(%rip)
-	binary.LittleEndian.PutUint32(b[len(b)-4:], uint32(int32(int64(ctr)-int64(pd.addr+uint64(len(b))))))
+	b = append(b, 0x9c) // pushfq
+	if pd.rec != nil {
+		b = encodeRecord(b, pd.addr, pd.ring, pd.rec, ctr, pd.goKey, 8+pd.red)
+	} else {
+		b = append(b, 0xf0, 0x48, 0xff, 0x05, 0, 0, 0, 0) // lock incq ctr(%rip)
+		binary.LittleEndian.PutUint32(b[len(b)-4:], uint32(int32(int64(ctr)-int64(pd.addr+uint64(len(b))))))
+	}
 	b = append(b, 0x9d) // popfq
 	if pd.red != 0 {
 		b = append(b, 0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0) // lea 0x80(%rsp),%rsp
@@ -483,10 +514,10 @@ func (pd *pad) encode(in *decode.Insn, ctr uint64) ([]byte, error) {
 		return nil, refuse(in.Addr, in, "the pad at %#x is beyond ±2GB of it", pd.addr)
 	}
 	b = append(b, j[:n]...)
-	if len(b) > padSize {
-		return nil, refuse(in.Addr, in, "its pad needs %d bytes, more than %d", len(b), padSize)
+	if len(b) > int(pd.size) {
+		return nil, refuse(in.Addr, in, "its pad needs %d bytes, more than %d", len(b), pd.size)
 	}
-	for len(b) < padSize {
+	for len(b) < int(pd.size) {
 		b = append(b, 0xcc)
 	}
 	return b, nil
@@ -561,7 +592,8 @@ func (t *Tracer) traceExits(p *Process) {
 }
 
 // exitStop reads p's counters at a thread's exit stop.
-func (p *Process) exitStop() {
+func (p *Process) exitStop(th *thread) {
+	p.threadExits(th)
 	for _, s := range p.pads {
 		if !s.pad.count.done.Load() {
 			s.pad.count.load()
@@ -599,7 +631,7 @@ const (
 // padAt returns the site whose pad holds rip, if any.
 func (p *Process) padAt(rip uint64) *site {
 	for _, s := range p.pads {
-		if rip >= s.pad.addr && rip < s.pad.addr+padSize {
+		if rip >= s.pad.addr && rip < s.pad.addr+s.pad.size {
 			return s
 		}
 	}
@@ -630,6 +662,13 @@ func (p *Process) undoPad(th *thread, s *site) (where padPlace, i int, ok bool) 
 	case off == push && pd.red != 0:
 		r.Rsp += pd.red
 		return padOrig, 0, true
+	case pd.rec != nil && off < pd.copyOff:
+		// In the recording part: stepped to its end, the record
+		// published (see stepRecord).
+		if !p.t.stepRecord(th, s, true) {
+			return 0, 0, false
+		}
+		return padCopy, 0, true
 	case off == push+1: // after pushfq
 		if !flags() {
 			return 0, 0, false
@@ -671,6 +710,21 @@ func (t *Tracer) padSignal(th *thread, sig unix.Signal) bool {
 		return false
 	}
 	pd := s.pad
+	if off := th.pregs.Rip - pd.addr; pd.rec != nil && off > pd.red/128*5 && off < pd.copyOff {
+		// (0, and 5 after the lea in C code, are before it: undoPad
+		// sends the thread back to the original instruction.)
+		// In the recording part: the signal is kept while the thread is
+		// stepped to the copy (undoPad), then through the copy.
+		if ptsys.GetSiginfo(tid, &th.si) != 0 {
+			return true // gone
+		}
+		th.keep(&th.si)
+		if !t.stepRecord(th, s, false) {
+			return true
+		}
+		t.startStep(th, stepThrough, s, th.pregs.Rip, true)
+		return true
+	}
 	where, i, ok := p.undoPad(th, s)
 	if !ok {
 		return false

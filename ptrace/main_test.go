@@ -75,6 +75,8 @@ func TestMain(m *testing.M) {
 		os.Exit(3)
 	case "jumptracer":
 		jumpTracerChild()
+	case "recordtracer":
+		recordTracerChild()
 	case "sleep":
 		fmt.Println("ready")
 		for {

@@ -52,15 +52,21 @@ var errNeedWorld = errors.New("ptrace: no stopped thread")
 // once a world stop has stopped one. On the tracer thread (a handler,
 // OnExec, FollowForks) a thread is always stopped: the handler's own.
 func (p *Process) insert(addr uint64, strategy Strategy, h Handler, onTracer bool, done func(*Probe, error)) {
-	p.insertTry(addr, strategy, h, onTracer, done, 0)
+	p.insertTry(addr, strategy, h, nil, onTracer, done, 0)
+}
+
+// insertRec is insert for a probe that may record (rec, with h its
+// handler where its hits trap).
+func (p *Process) insertRec(addr uint64, strategy Strategy, h Handler, rec *recorder, onTracer bool, done func(*Probe, error)) {
+	p.insertTry(addr, strategy, h, rec, onTracer, done, 0)
 }
 
 // insertTries bounds the world stops an insert waits through while every
 // thread is inside a clone, fork or exec (none can run an injected call).
 const insertTries = 50
 
-func (p *Process) insertTry(addr uint64, strategy Strategy, h Handler, onTracer bool, done func(*Probe, error), try int) {
-	pr, err := p.place(addr, strategy, h, onTracer)
+func (p *Process) insertTry(addr uint64, strategy Strategy, h Handler, rec *recorder, onTracer bool, done func(*Probe, error), try int) {
+	pr, err := p.place(addr, strategy, h, rec, onTracer)
 	if err != errNeedWorld {
 		done(pr, err)
 		return
@@ -71,7 +77,7 @@ func (p *Process) insertTry(addr uint64, strategy Strategy, h Handler, onTracer 
 			done(nil, fmt.Errorf("ptrace: process %d exited or called execve before the probe at %#x was placed", p.pid, addr))
 			return
 		}
-		pr, err := p.place(addr, strategy, h, try+1 >= insertTries)
+		pr, err := p.place(addr, strategy, h, rec, try+1 >= insertTries)
 		if err != errNeedWorld {
 			done(pr, err)
 			return
@@ -79,12 +85,12 @@ func (p *Process) insertTry(addr uint64, strategy Strategy, h Handler, onTracer 
 		// Every thread is inside a system call's event stop (a clone
 		// being made, say): try again once the loop has dispatched those
 		// reports, which this world stop keeps.
-		p.t.later = append(p.t.later, func() { p.insertTry(addr, strategy, h, false, done, try+1) })
+		p.t.later = append(p.t.later, func() { p.insertTry(addr, strategy, h, rec, false, done, try+1) })
 	})
 }
 
 // place is insert's work. final says not to ask for a world stop.
-func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (*Probe, error) {
+func (p *Process) place(addr uint64, strategy Strategy, h Handler, rec *recorder, final bool) (*Probe, error) {
 	if p.finished {
 		return nil, fmt.Errorf("ptrace: process %d is no longer traced", p.pid)
 	}
@@ -92,6 +98,9 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 		return nil, refuse(addr, nil, "unknown strategy %v", strategy)
 	}
 	if s := p.sites[addr]; s != nil {
+		if rec != nil || s.rec != nil {
+			return nil, refuse(addr, s.insn, "a recording probe has its address to itself, and there is a probe there")
+		}
 		if strategy != Auto && strategy != s.strategy {
 			return nil, refuse(addr, s.insn, "the probe there runs as %v; a second one cannot run as %v", s.strategy, strategy)
 		}
@@ -154,7 +163,10 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 			return nil, refuse(addr, in, "the instruction overlaps the probe at %#x", o.addr)
 		}
 	}
-	s := &site{addr: addr, orig: buf[0], insn: in, scratch: -1}
+	if rec != nil && !rec.registered {
+		p.register(rec) // its id goes into its pad
+	}
+	s := &site{addr: addr, orig: buf[0], insn: in, scratch: -1, rec: rec}
 	jump, err := p.wantsJump(s, m, strategy, h)
 	if err != nil {
 		return nil, err
@@ -179,6 +191,9 @@ func (p *Process) place(addr uint64, strategy Strategy, h Handler, final bool) (
 	}
 	pr := &Probe{Addr: addr, Insn: in, Strategy: strategy, handler: h, s: s, NoJump: s.noJump}
 	s.probes = []*Probe{pr}
+	if rec != nil {
+		rec.pr, pr.rec = pr, rec
+	}
 	p.sites[addr] = s
 	delete(p.removed, addr)
 	if s.pad != nil {

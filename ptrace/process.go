@@ -120,12 +120,19 @@ type Probe struct {
 	// before the probe came.
 	jump     *padCount
 	jumpBase uint64
+	// A recording probe's recorder, the records its pad wrote that were
+	// delivered, and the records its trapped hits could not write.
+	rec       *recorder
+	recs      atomic.Uint64
+	trapDrops atomic.Uint64
 }
 
 // Hits returns how many times a thread has hit the probe. It may be called
 // from any goroutine. A Jump probe's count is read from the tracee's
 // memory while it runs, and kept once it is removed, detached or exits.
-func (pr *Probe) Hits() uint64 { return pr.hits.Load() + pr.jumpHits() }
+// A recording probe's hits recorded by its pad are counted as their
+// records are delivered (all of them once Run has returned).
+func (pr *Probe) Hits() uint64 { return pr.hits.Load() + pr.recs.Load() + pr.jumpHits() }
 
 // site is one INT3 in the text, shared by the probes at its address.
 type site struct {
@@ -134,11 +141,12 @@ type site struct {
 	insn     *decode.Insn
 	strategy Strategy
 	probes   []*Probe
-	slot     uint64 // XOL slot address, 0 without one
-	scratch  int    // register loaded for a rip-relative rewrite, -1 for none
-	boosted  bool   // the slot's copy is followed by a jump back
-	pad      *pad   // a Jump site's pad (slot is its copy), nil for others
-	noJump   string // why Auto did not make it a Jump site, when it was asked to try
+	slot     uint64    // XOL slot address, 0 without one
+	scratch  int       // register loaded for a rip-relative rewrite, -1 for none
+	boosted  bool      // the slot's copy is followed by a jump back
+	pad      *pad      // a Jump site's pad (slot is its copy), nil for others
+	noJump   string    // why Auto did not make it a Jump site, when it was asked to try
+	rec      *recorder // a recording probe's, nil for others
 	// region is what a Jump site's jump replaces (its instruction, or a
 	// proved run of several); nil for other sites.
 	region *region.Region
@@ -166,6 +174,7 @@ type config struct {
 	noXOL       bool
 	parkSignals bool
 	allStop     bool
+	ringSize    int
 }
 
 // NoXOL keeps the tracee's address space as it is but for the INT3s: no XOL
@@ -211,6 +220,12 @@ type Process struct {
 	counters    *counterArea
 	counterRead *counterReader
 	exitStops   bool
+	// The record ring (nil until a recording probe needs one, and once the
+	// process leaves it), the last one's consumer's end, and the recording
+	// probes by id.
+	ring      *ring
+	ringDone  chan struct{}
+	recProbes atomic.Pointer[[]*recorder]
 
 	done    chan struct{}
 	exit    *Exit
@@ -266,6 +281,7 @@ func (p *Process) end(exit *Exit, err error) {
 	}
 	p.t.releaseGuests(p)
 	p.finishPads(false)
+	p.finishRing()
 	p.mem.Close()
 	p.t.forget(p)
 	p.t.abandonWorld(p)
@@ -566,6 +582,7 @@ func (p *Process) Run(ctx context.Context) (*Exit, error) {
 			return nil, ctx.Err()
 		}
 	}
+	p.waitRecords()
 	if p.cmd != nil && p.exit != nil {
 		// The tracer reaped the process; Wait now only finishes the I/O
 		// copying goroutines and closes the pipes.
@@ -653,7 +670,7 @@ func (p *Process) Insert(addr uint64, strategy Strategy, h Handler) (*Probe, err
 	var pr *Probe
 	onTracer := p.t.hand.On()
 	err := p.t.call(func(done func(error)) {
-		p.insert(addr, strategy, h, onTracer, func(q *Probe, err error) {
+		p.insertRec(addr, strategy, h, nil, onTracer, func(q *Probe, err error) {
 			pr = q
 			done(err)
 		})
