@@ -166,12 +166,21 @@ func (r *Region) Boundary(off int) (i int, ok bool) {
 //   - no direct branch of fn (jmp, jcc, call, loop, jrcxz, xbegin), from
 //     inside the region too, targets a byte after the region's first;
 //   - fn has no indirect jump, unless the region is a single instruction
-//     (a jump table cannot land inside an instruction).
+//     (a jump table cannot land inside an instruction); see PlanIn for
+//     jump tables.
 //
 // A single instruction of 5 bytes or more needs no more than Alone says,
 // but Plan still decodes fn: that is what proves addr an instruction's
 // first byte.
 func Plan(fn []byte, fnAddr, addr uint64) (*Region, error) {
+	return PlanIn(nil, fn, fnAddr, addr)
+}
+
+// PlanIn is Plan with the image that holds the function: an indirect jump
+// through a jump table of a form compilers emit (see tableTargets) does
+// not refuse the region when no entry of its table lands inside it. With
+// img nil it is Plan.
+func PlanIn(img Image, fn []byte, fnAddr, addr uint64) (*Region, error) {
 	if addr < fnAddr || addr-fnAddr >= uint64(len(fn)) {
 		return nil, refuse(RuleOutside, addr, "%#x is outside the function's %d bytes at %#x", addr, len(fn), fnAddr)
 	}
@@ -198,7 +207,7 @@ func Plan(fn []byte, fnAddr, addr uint64) (*Region, error) {
 			return nil, err
 		}
 	}
-	if err := r.unreached(insns); err != nil {
+	if err := r.unreached(img, insns); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -279,12 +288,26 @@ func runnable(in *decode.Insn, last bool) error {
 
 // unreached checks that no instruction of the function, insns, can reach
 // a byte of r other than its first.
-func (r *Region) unreached(insns []*decode.Insn) error {
+func (r *Region) unreached(img Image, insns []*decode.Insn) error {
 	single := len(r.Insns) == 1
-	for _, in := range insns {
+	for i, in := range insns {
 		if in.Flow == decode.FlowIndirectJump && !single {
-			return refuse(RuleIndirectJump, in.Addr, "the function has an indirect jump at %#x (%s), which may land inside the %d bytes at %#x",
-				in.Addr, in, r.Len, r.Addr)
+			var targets []uint64
+			ok := false
+			if img != nil {
+				targets, ok = tableTargets(img, insns, i)
+			}
+			if !ok {
+				return refuse(RuleIndirectJump, in.Addr, "the function has an indirect jump at %#x (%s), which may land inside the %d bytes at %#x",
+					in.Addr, in, r.Len, r.Addr)
+			}
+			for _, t := range targets {
+				if t > r.Addr && t < r.End() {
+					return refuse(RuleBranchInto, in.Addr, "the jump table of the indirect jump at %#x goes to %#x, inside the %d bytes at %#x",
+						in.Addr, t, r.Len, r.Addr)
+				}
+			}
+			continue
 		}
 		tgt, ok := target(in)
 		if !ok {

@@ -319,6 +319,11 @@ func FuzzPlan(f *testing.F) {
 			return
 		}
 		addr := uint64(base) + uint64(off)%uint64(len(fn))
+		// The bytes double as the image's data: whatever its jump tables
+		// read, PlanIn refuses or accepts, never panics.
+		if _, err := PlanIn(&tableImage{code: fn, table: base, data: fn}, fn, base, addr); err != nil {
+			require.ErrorIs(t, err, ErrRefused)
+		}
 		r, err := Plan(fn, base, addr)
 		if err != nil {
 			var ref *Refusal

@@ -444,8 +444,19 @@ func (f *File) Executable(addr uint64) bool {
 // Reading past the end of the segment returns the bytes that exist and
 // io.EOF; an address outside executable segments is an error.
 func (f *File) ReadAt(b []byte, addr uint64) (int, error) {
+	return f.readSegment(b, addr, true)
+}
+
+// ReadData is ReadAt for any loaded segment, data too (a jump table in
+// .rodata, say), as the file holds it: before the dynamic loader's
+// relocations.
+func (f *File) ReadData(b []byte, addr uint64) (int, error) {
+	return f.readSegment(b, addr, false)
+}
+
+func (f *File) readSegment(b []byte, addr uint64, code bool) (int, error) {
 	for _, p := range f.progs {
-		if p.Flags&elf.PF_X == 0 || addr < p.Vaddr || addr-p.Vaddr >= p.Filesz {
+		if code && p.Flags&elf.PF_X == 0 || addr < p.Vaddr || addr-p.Vaddr >= p.Filesz {
 			continue
 		}
 		rel := addr - p.Vaddr
@@ -461,7 +472,11 @@ func (f *File) ReadAt(b []byte, addr uint64) (int, error) {
 		}
 		return m, err
 	}
-	return 0, fmt.Errorf("%s: address %#x: %w: not in an executable segment", f.Path, addr, ErrNotBoundary)
+	what := "an executable"
+	if !code {
+		what = "a loaded"
+	}
+	return 0, fmt.Errorf("%s: address %#x: %w: not in %s segment", f.Path, addr, ErrNotBoundary, what)
 }
 
 // Body returns the bytes of fn.

@@ -532,9 +532,16 @@ func measure(path string, depth int) (r *FileResult) {
 	return r
 }
 
+// fileImage is a file as region.PlanIn reads it: jump tables from its
+// loaded segments as the file holds them.
+type fileImage struct{ f *symbols.File }
+
+func (i fileImage) ReadAt(b []byte, addr uint64) (int, error) { return i.f.ReadData(b, addr) }
+func (i fileImage) Executable(addr uint64) bool               { return i.f.Executable(addr) }
+
 // jumpAt counts whether a jump can replace the entry of fn, whose first
 // instruction is entry (nil when it does not decode): alone, or as a
-// region that region.Plan proves from the whole body.
+// region that region.PlanIn proves from the whole body and its jump tables.
 func (r *FileResult) jumpAt(f *symbols.File, fn *symbols.Func, entry *decode.Insn, base string) {
 	t := &r.Trapless
 	t.Functions++
@@ -546,7 +553,7 @@ func (r *FileResult) jumpAt(f *symbols.File, fn *symbols.Func, entry *decode.Ins
 	rule, why := "unreadable", ""
 	body, err := f.Body(fn)
 	if err == nil {
-		if _, err = region.Plan(body, fn.Addr, fn.Addr); err == nil {
+		if _, err = region.PlanIn(fileImage{f}, body, fn.Addr, fn.Addr); err == nil {
 			t.Jump++
 			return
 		}
