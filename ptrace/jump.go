@@ -59,6 +59,7 @@ type pad struct {
 	ring  *ring
 	rec   *recorder
 	goKey bool
+	lay   recLayout
 	count *padCount // a recording pad's counts its drops
 	// reg is what the jump replaces: the probed instruction, or a region
 	// of several proved by region.Plan. offs[i] is the offset, from
@@ -492,7 +493,7 @@ func (pd *pad) encode(in *decode.Insn, ctr uint64) ([]byte, error) {
 	}
 	b = append(b, 0x9c) // pushfq
 	if pd.rec != nil {
-		b = encodeRecord(b, pd.addr, pd.ring, pd.rec, ctr, pd.goKey, 8+pd.red)
+		b = encodeRecord(b, pd.addr, pd.ring, pd.rec, ctr, pd.goKey, 8+pd.red, &pd.lay)
 	} else {
 		b = append(b, 0xf0, 0x48, 0xff, 0x05, 0, 0, 0, 0) // lock incq ctr(%rip)
 		binary.LittleEndian.PutUint32(b[len(b)-4:], uint32(int32(int64(ctr)-int64(pd.addr+uint64(len(b))))))
@@ -663,12 +664,8 @@ func (p *Process) undoPad(th *thread, s *site) (where padPlace, i int, ok bool) 
 		r.Rsp += pd.red
 		return padOrig, 0, true
 	case pd.rec != nil && off < pd.copyOff:
-		// In the recording part: stepped to its end, the record
-		// published (see stepRecord).
-		if !p.t.stepRecord(th, s, true) {
-			return 0, 0, false
-		}
-		return padCopy, 0, true
+		where, ok := p.undoRecord(th, s)
+		return where, 0, ok
 	case off == push+1: // after pushfq
 		if !flags() {
 			return 0, 0, false
@@ -710,21 +707,6 @@ func (t *Tracer) padSignal(th *thread, sig unix.Signal) bool {
 		return false
 	}
 	pd := s.pad
-	if off := th.pregs.Rip - pd.addr; pd.rec != nil && off > pd.red/128*5 && off < pd.copyOff {
-		// (0, and 5 after the lea in C code, are before it: undoPad
-		// sends the thread back to the original instruction.)
-		// In the recording part: the signal is kept while the thread is
-		// stepped to the copy (undoPad), then through the copy.
-		if ptsys.GetSiginfo(tid, &th.si) != 0 {
-			return true // gone
-		}
-		th.keep(&th.si)
-		if !t.stepRecord(th, s, false) {
-			return true
-		}
-		t.startStep(th, stepThrough, s, th.pregs.Rip, true)
-		return true
-	}
 	where, i, ok := p.undoPad(th, s)
 	if !ok {
 		return false

@@ -224,7 +224,7 @@ type Process struct {
 	// process leaves it), the last one's consumer's end, and the recording
 	// probes by id.
 	ring      *ring
-	ringDone  chan struct{}
+	ringDone  atomic.Pointer[chan struct{}]
 	recProbes atomic.Pointer[[]*recorder]
 
 	done    chan struct{}

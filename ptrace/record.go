@@ -446,7 +446,10 @@ func (p *Process) threadExits(th *thread) {
 }
 
 // canRecord says why the code in the file at path cannot write records
-// from a pad, or "".
+// from a pad, or "". A Go program's pad finds g at -8(FS): where the
+// runtime keeps it when linked alone, and where the program's TLS block,
+// runtime.tlsg alone, lies below the thread pointer when linked with a C
+// library (cgo).
 func canRecord(path string) string {
 	if !goCode(path) {
 		return ""
@@ -456,9 +459,10 @@ func canRecord(path string) string {
 		return err.Error()
 	}
 	defer f.Close()
-	if f.Section(".interp") != nil {
-		// Linked with a C library (cgo): g is not at -8(FS).
-		return "a Go program linked with a C library (cgo): its threads' g is not at -8(FS), which a record pad reads"
+	for _, ph := range f.Progs {
+		if ph.Type == elf.PT_TLS && (ph.Memsz > 8 || ph.Align > 8) {
+			return fmt.Sprintf("a Go program with a TLS block of %d bytes: its threads' g may not be at -8(FS), which a record pad reads", ph.Memsz)
+		}
 	}
 	return ""
 }
@@ -508,7 +512,8 @@ func (t *Tracer) ensureRing(p *Process, th *thread, goKey bool) error {
 		closeFd()
 		return fmt.Errorf("ptrace: sizing the ring of process %d: %v %v", p.pid, err, unix.Errno(-int64(ret)))
 	}
-	base, err := t.inject(th, unix.SYS_MMAP, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED, fd, 0)
+	// Populated: no hit pays a page fault.
+	base, err := t.inject(th, unix.SYS_MMAP, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE, fd, 0)
 	if err != nil || int64(base) < 0 && int64(base) > -4096 {
 		closeFd()
 		return fmt.Errorf("ptrace: mapping the ring in process %d: %v %v", p.pid, err, unix.Errno(-int64(base)))
@@ -525,7 +530,7 @@ func (t *Tracer) ensureRing(p *Process, th *thread, goKey bool) error {
 		unmap()
 		return fmt.Errorf("ptrace: opening the ring of process %d: %w", p.pid, err)
 	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 	f.Close()
 	if err != nil {
 		unmap()
@@ -535,6 +540,7 @@ func (t *Tracer) ensureRing(p *Process, th *thread, goKey bool) error {
 	rg := &ring{p: p, mem: mem, base: base, size: size, cap: n, goKey: goKey,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	p.ring = rg
+	p.ringDone.Store(&rg.done)
 	for _, o := range p.threads {
 		if !o.zombie {
 			p.seeThread(o)
@@ -567,23 +573,16 @@ func (t *Tracer) unmapRing(p *Process, th *thread) error {
 func (p *Process) finishRing() {
 	if rg := p.ring; rg != nil {
 		p.ring = nil
-		p.ringDone = rg.done
 		close(rg.stop)
 	}
 }
 
-// waitRecords returns once p's consumer has delivered its last record.
+// waitRecords returns, once p has ended (exited, or detached), when its
+// last consumer has delivered its last record. (A ring of an image before
+// an exec was finished at the exec.)
 func (p *Process) waitRecords() {
-	var d chan struct{}
-	p.t.do(func() error {
-		d = p.ringDone
-		if p.ring != nil {
-			d = nil
-		}
-		return nil
-	})
-	if d != nil {
-		<-d
+	if d := p.ringDone.Load(); d != nil {
+		<-*d
 	}
 }
 
@@ -719,7 +718,8 @@ func (rg *ring) tidOf(key, n uint64, final bool) int {
 // encodeRecord appends the recording part of rec's pad to b: the pad
 // starts at addr, writes into rg, counts drops at ctr. stack is what the
 // pad pushed before (the red zone, the flags).
-func encodeRecord(b []byte, addr uint64, rg *ring, rec *recorder, ctr uint64, goKey bool, stack uint64) []byte {
+func encodeRecord(b []byte, addr uint64, rg *ring, rec *recorder, ctr uint64, goKey bool, stack uint64, lay *recLayout) []byte {
+	lay.pushes = uint64(len(b))
 	b = append(b, 0x50, 0x51, 0x52)                  // push rax, rcx, rdx
 	b = append(b, 0x48, 0xb9)                        // movabs $ring,%rcx
 	b = binary.LittleEndian.AppendUint64(b, rg.base) //
@@ -735,7 +735,9 @@ func encodeRecord(b []byte, addr uint64, rg *ring, rec *recorder, ctr uint64, go
 	jae := len(b)
 	b = append(b, 0x48, 0x8d, 0x50, 0x01)       // lea 1(%rax),%rdx
 	b = append(b, 0xf0, 0x48, 0x0f, 0xb1, 0x11) // lock cmpxchg %rdx,(%rcx)
+	lay.jne = uint64(len(b))
 	b = append(b, 0x75, byte(int8(loop-(len(b)+2))))
+	lay.pushN = uint64(len(b))
 	b = append(b, 0x50) // push %rax
 	b = append(b, 0x25) // and $mask,%eax
 	b = binary.LittleEndian.AppendUint32(b, uint32(rg.cap-1))
@@ -774,61 +776,138 @@ func encodeRecord(b []byte, addr uint64, rg *ring, rec *recorder, ctr uint64, go
 	b = append(b, 0x48, 0xc1, 0xe2, 0x20)      // shl $32,%rdx
 	b = append(b, 0x48, 0x09, 0xd0)            // or %rdx,%rax
 	b = append(b, 0x48, 0x89, 0x41, recOffTSC) // mov %rax,16(%rcx)
-	b = append(b, 0x58)                        // pop %rax
-	b = append(b, 0x48, 0x8d, 0x40, 0x01)      // lea 1(%rax),%rax
-	b = append(b, 0x48, 0x89, 0x01)            // mov %rax,(%rcx): published
-	b = append(b, 0xeb, 8)                     // jmp over the drop
+	lay.popN = uint64(len(b))
+	b = append(b, 0x58) // pop %rax
+	lay.incN = uint64(len(b))
+	b = append(b, 0x48, 0x8d, 0x40, 0x01) // lea 1(%rax),%rax
+	lay.pub = uint64(len(b))
+	b = append(b, 0x48, 0x89, 0x01) // mov %rax,(%rcx): published
+	lay.jmp = uint64(len(b))
+	b = append(b, 0xeb, 8) // jmp over the drop
 	binary.LittleEndian.PutUint32(b[jae-4:], uint32(len(b)-jae))
+	lay.drop = uint64(len(b))
 	b = append(b, 0xf0, 0x48, 0xff, 0x05, 0, 0, 0, 0) // lock incq ctr(%rip)
 	binary.LittleEndian.PutUint32(b[len(b)-4:], uint32(int32(int64(ctr)-int64(addr+uint64(len(b))))))
+	lay.pops = uint64(len(b))
 	b = append(b, 0x5a, 0x59, 0x58) // pop rdx, rcx, rax
 	return b
 }
 
-// stepRecord steps th, stopped in the recording part of s's pad (its
-// registers in th.pregs), to the end of that part, where the record is
-// published and the thread's registers and flags are its own: the copy's
-// first instruction. A signal that comes meanwhile is kept; with restore,
-// the siginfo of the signal stop th was in is put back (its report is
-// dispatched later). It reports false when th could not be brought there.
-func (t *Tracer) stepRecord(th *thread, s *site, restore bool) bool {
-	pd := s.pad
-	end := pd.addr + pd.copyOff
-	var si ptsys.Siginfo
-	haveSi := restore && th.stopEv == 0 && ptsys.GetSiginfo(th.tid, &si) == 0
-	for i := 0; th.pregs.Rip != end; i++ {
-		if i == maxStepsRec || th.pregs.Rip < pd.addr || th.pregs.Rip > end {
-			return false
-		}
-		if ptsys.SingleStep(th.tid, 0) != 0 || !t.waitOne(th.tid, &t.ws) {
-			return false
-		}
-		ws := t.ws
-		if ws.Exited() || ws.Signaled() {
-			t.gone(th, ws)
-			return false
-		}
-		if !ws.Stopped() {
-			return false
-		}
-		if ev := ptsys.Event(ws); ev != 0 {
-			th.groupStop = th.groupStop || ev == unix.PTRACE_EVENT_STOP && isStopSignal(ws.StopSignal())
-			continue
-		}
-		if ptsys.GetSiginfo(th.tid, &th.si) != 0 {
-			return false
-		}
-		if ws.StopSignal() != unix.SIGTRAP || th.si.Code() <= 0 {
-			th.keep(&th.si)
-			continue
-		}
-		if ptsys.GetRegs(th.tid, &th.pregs) != 0 {
-			return false
-		}
+// recLayout holds the offsets, in a recording pad, of the points where
+// what the thread has done is known (see undoRecord).
+type recLayout struct {
+	pushes uint64 // push rax, rcx, rdx: one byte each
+	jne    uint64 // the jne after the cmpxchg: reserved when ZF is set
+	pushN  uint64 // push %rax: n in rax
+	popN   uint64 // pop %rax: n on the stack
+	incN   uint64 // lea 1(%rax),%rax: n in rax
+	pub    uint64 // the store that publishes: n+1 in rax
+	jmp    uint64 // the jmp after it: published
+	drop   uint64 // lock incq of the drop counter
+	pops   uint64 // pop rdx, rcx, rax, then popfq (and the lea in C)
+}
+
+// undoRecord moves th (registers in th.pregs), stopped in the recording
+// part of s's pad, out of it with no instruction run: before its
+// reservation (or at a drop not yet counted), back to the original
+// instruction, its hit to be made again (padOrig); after it, the record
+// is completed and published by the tracer, and the thread goes to the
+// copy (padCopy), its registers, flags and stack its own.
+func (p *Process) undoRecord(th *thread, s *site) (padPlace, bool) {
+	pd, r := s.pad, &th.pregs
+	lay := &pd.lay
+	off := r.Rip - pd.addr
+	word := func(k uint64) (uint64, bool) {
+		v, err := p.mem.ReadUint(r.Rsp+8*k, 8)
+		return v, err == nil
 	}
-	th.stopEv = 0
-	if haveSi {
-		ptsys.SetSiginfo(th.tid, &si)
+	// restore pops what the pad pushed: k of rax, rcx, rdx (n above them
+	// when withN), then the flags and the red zone.
+	restore := func(k uint64, withN bool) bool {
+		if withN {
+			r.Rsp += 8
+		}
+		dst := []*uint64{&r.Rax, &r.Rcx, &r.Rdx}[:k]
+		for i := range dst {
+			v, ok := word(uint64(len(dst) - 1 - i))
+			if !ok {
+				return false
+			}
+			*dst[i] = v
+		}
+		fl, ok := word(k)
+		if !ok {
+			return false
+		}
+		r.Eflags = fl
+		r.Rsp += 8*k + 8 + pd.red
+		return true
 	}
-	return true
+	complete := func(n uint64, withN bool) (padPlace, bool) {
+		if !restore(3, withN) {
+			return 0, false
+		}
+		p.publish(th, pd, n)
+		return padCopy, true
+	}
+	const zf = 1 << 6
+	switch {
+	case off >= lay.pushes && off <= lay.pushes+3:
+		return padOrig, restore(off-lay.pushes, false)
+	case off == lay.jne && r.Eflags&zf != 0:
+		return complete(r.Rax, false)
+	case off > lay.pushes+3 && off <= lay.jne:
+		return padOrig, restore(3, false)
+	case off == lay.pushN:
+		return complete(r.Rax, false)
+	case off > lay.pushN && off <= lay.popN:
+		n, ok := word(0)
+		if !ok {
+			return 0, false
+		}
+		return complete(n, true)
+	case off == lay.incN:
+		return complete(r.Rax, false)
+	case off == lay.pub:
+		return complete(r.Rax-1, false)
+	case off == lay.jmp:
+		return padCopy, restore(3, false)
+	case off == lay.drop:
+		return padOrig, restore(3, false)
+	case off >= lay.pops && off <= lay.pops+3:
+		return padCopy, restore(3-(off-lay.pops), false)
+	case off == lay.pops+4 && pd.red != 0:
+		r.Rsp += pd.red
+		return padCopy, true
+	}
+	return 0, false
+}
+
+// publish writes th's record n of pd's probe, th's registers in th.pregs
+// as they are at the probe, into the ring, for a thread undoRecord took
+// out of the pad after its reservation.
+func (p *Process) publish(th *thread, pd *pad, n uint64) {
+	rg := pd.ring
+	if p.ring != rg {
+		return // the consumer is gone
+	}
+	var rr regs.Regs
+	rr.LoadPtrace(&th.pregs)
+	var vals [MaxRecordRegs]uint64
+	for i, g := range pd.rec.regs {
+		vals[i] = rr.GPR[g]
+	}
+	key, _ := p.threadKey(th, pd.goKey)
+	if !pd.goKey {
+		key = th.pregs.Fs_base
+	}
+	off := ringHdr + (n&(rg.cap-1))<<recShift
+	rec := rg.mem[off : off+recSize]
+	binary.LittleEndian.PutUint32(rec[recOffID:], pd.rec.id)
+	binary.LittleEndian.PutUint64(rec[recOffKey:], key)
+	for i, v := range vals {
+		binary.LittleEndian.PutUint64(rec[recOffRegs+8*i:], v)
+	}
+	binary.LittleEndian.PutUint64(rec[recOffTSC:], rdtsc())
+	atomic.StoreUint64(rg.word(off+recOffSeq), n+1)
 }
