@@ -17,6 +17,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/onetrap/onetrap/internal/testprog"
+	symtab "github.com/onetrap/onetrap/symbols"
 )
 
 // The tests of recording probes: testdata/record.c, whose r_fn takes
@@ -273,4 +276,52 @@ func keys(m map[int]int) []int {
 		ks = append(ks, k)
 	}
 	return ks
+}
+
+// A Go program (goroutines, GOGC=1, async preemption, deep recursion, a
+// recovered nil dereference) records every call of main.probed: its
+// depth argument (rbx) in range, its tid one of the process's threads.
+func TestRecordGo(t *testing.T) {
+	bin := testprog.Go(t, "gojump", goJumpSrc)
+	want, err := exec.Command(bin, "1500").Output()
+	require.NoError(t, err)
+	f, err := symtab.Open(bin)
+	require.NoError(t, err)
+	fn, err := f.LookupFunc("main.probed")
+	require.NoError(t, err)
+	addr := fn.Addr + f.StackCheckSkip(fn)
+	f.Close()
+
+	r := startProgram(t, coreTracer(t), bin, []string{"1500"})
+	var mu sync.Mutex
+	n, bad := 0, 0
+	tids := map[int]bool{}
+	pr, err := r.p.Record(addr, RecordSpec{Regs: GoArgs}, func(rec Record) {
+		mu.Lock()
+		n++
+		tids[rec.Tid] = true
+		if rec.Regs[1] >= 300 || rec.Tid == 0 {
+			bad++
+		}
+		mu.Unlock()
+	})
+	require.NoError(t, err)
+	require.Equal(t, Jump, pr.Strategy, pr.NoJump)
+	pid := r.p.Pid()
+	r.exited(t, waitRun(t, runAsync(r.p, context.Background())))
+	assert.Equal(t, string(want), r.out.String())
+	var sum, calls int64
+	var rec bool
+	_, err = fmt.Sscanf(r.out.String(), "sum %d recovered %v calls %d", &sum, &rec, &calls)
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Zero(t, bad)
+	assert.Equal(t, uint64(calls), pr.Hits())
+	assert.Equal(t, uint64(calls), uint64(n)+pr.Drops())
+	for tid := range tids {
+		// Its threads were made after it: tids after its pid.
+		assert.True(t, tid >= pid && tid < pid+1<<16, "tid %d of process %d", tid, pid)
+	}
+	t.Logf("%d records, %d dropped, %d threads", n, pr.Drops(), len(tids))
 }
