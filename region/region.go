@@ -159,10 +159,11 @@ func (r *Region) Boundary(off int) (i int, ok bool) {
 //   - the region lies within fn;
 //   - each instruction of the region runs from a copy: no call, indirect
 //     jump, system call, interrupt, far or transactional transfer, hlt,
-//     ud, or instruction the decoder refuses or does not know, and a ret
-//     only as the last (it leaves the pad as it would the function);
-//   - a direct jmp or jcc may only be the region's last instruction, and
-//     not loop/jrcxz/jecxz (Relocate gives it a rel32 to its old target);
+//     ud, or instruction the decoder refuses or does not know;
+//   - a direct jmp or jcc has a rel32 form (not loop/jrcxz/jecxz):
+//     Relocate gives it one to its old target, so that taken from the pad
+//     it goes where it would have gone, skipping the rest of the region
+//     as it would have; a ret leaves the pad as it would the function;
 //   - no direct branch of fn (jmp, jcc, call, loop, jrcxz, xbegin), from
 //     inside the region too, targets a byte after the region's first;
 //   - fn has no indirect jump, unless the region is a single instruction
@@ -248,21 +249,19 @@ func runnable(in *decode.Insn, last bool) error {
 	case decode.FlowCall, decode.FlowIndirectCall:
 		return refuse(RuleCall, in.Addr, "the instruction at %#x (%s) is a call: its return address would be in the pad", in.Addr, in)
 	case decode.FlowRet:
-		if last && in.Op == x86asm.RET {
+		if in.Op == x86asm.RET {
 			// It leaves the pad for the caller, as it would have left the
-			// function: the jump back after it is never reached.
+			// function: what follows it in the region is reached by no
+			// branch (the proof says so), and is dead in the pad too.
 			return nil
 		}
-		return refuse(RuleLeave, in.Addr, "the instruction at %#x (%s) returns before the region's end", in.Addr, in)
+		return refuse(RuleLeave, in.Addr, "the instruction at %#x (%s) is a far return", in.Addr, in)
 	case decode.FlowIndirectJump:
 		return refuse(RuleLeave, in.Addr, "the instruction at %#x (%s) leaves by an indirect jump", in.Addr, in)
 	case decode.FlowJump, decode.FlowCondJump:
 		switch in.Op {
 		case x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE, x86asm.JCXZ, x86asm.JECXZ, x86asm.JRCXZ:
 			return refuse(RuleLoop, in.Addr, "the instruction at %#x (%s) has no rel32 form to relocate it to", in.Addr, in)
-		}
-		if !last {
-			return refuse(RuleMidBranch, in.Addr, "the branch at %#x (%s) is not the region's last instruction: taken, it would skip the rest", in.Addr, in)
 		}
 		if in.Verdict == decode.Refused {
 			return refuse(RuleUnrunnable, in.Addr, "the decoder refuses the instruction at %#x: %s", in.Addr, in.Reason)
