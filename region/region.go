@@ -82,9 +82,6 @@ const (
 	// RuleLoop: the region holds loop, jrcxz or jecxz, which have no rel32
 	// form to relocate them to.
 	RuleLoop Rule = "loop"
-	// RuleMidBranch: a direct jmp or jcc that is not the region's last
-	// instruction (taken, it would skip the rest).
-	RuleMidBranch Rule = "mid-branch"
 	// RuleSystem: a system call, interrupt, far or transactional transfer,
 	// hlt or ud: never run from a copy.
 	RuleSystem Rule = "system"
