@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"math/bits"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/onetrap/onetrap/memio"
 	"github.com/onetrap/onetrap/probespec"
@@ -142,6 +145,58 @@ func (s *session) onHit(tid int, p *ptrace.Probe, r *regs.Regs, m memio.Memory) 
 	s.sinks.instant(rw.Site, in.proc.pid, tid, t)
 	s.counted()
 }
+
+// recordable says whether the probe at ps can record its hits instead of
+// trapping: it prints lines (-v) of register values only (no string, no
+// filter, stack or event limit, not a call), and which registers, at most
+// eight, its records hold.
+func (s *session) recordable(ps *probespec.Site, fi *fnInfo) ([]ptrace.Reg, bool) {
+	o := s.o
+	if fi != nil || !o.verbose || o.summaryOnly || ps.Cond != nil || o.stack > 0 || o.folded != "" || o.chrome != "" ||
+		o.maxEvents > 0 || (o.strategy != ptrace.Auto && o.strategy != ptrace.Jump) {
+		return nil, false
+	}
+	var list []ptrace.Reg
+	for _, a := range ps.Args {
+		i, ok := regs.Index(a.Reg)
+		if !ok || a.Ret || a.Type.IsString() {
+			return nil, false
+		}
+		if !slices.Contains(list, ptrace.Reg(i)) {
+			list = append(list, ptrace.Reg(i))
+		}
+	}
+	if len(list) > ptrace.MaxRecordRegs {
+		return nil, false
+	}
+	return list, true
+}
+
+// onRecord prints a recorded hit as onHit prints a trapped one: the
+// registers are those the record holds.
+func (s *session) onRecord(in *probeInfo, list []ptrace.Reg, rec ptrace.Record) {
+	var r regs.Regs
+	for i, g := range list {
+		r.GPR[g] = rec.Regs[i]
+	}
+	r.RIP = rec.Probe.Addr
+	t := rec.Time - monoEpoch
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in.row.hits++
+	if !s.wanted(rec.Tid) {
+		return
+	}
+	s.printHit(rec.Tid, in.proc, in.row, &r, nil, t)
+	s.counted()
+}
+
+// monoEpoch is epoch in CLOCK_MONOTONIC nanoseconds, the clock of records.
+var monoEpoch = func() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano() - now()
+}()
 
 // onEntry serves a function's entry: the call is pushed on its stack, and
 // its line started.

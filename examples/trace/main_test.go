@@ -614,3 +614,30 @@ func TestCountTrapless(t *testing.T) {
 		}
 	}
 }
+
+// With -v and register values printed, a probe whose site can take a jump
+// records its hits in the program (no trap): every hit is printed, in
+// order, with the same line a trap would print, and the summary says jump.
+func TestVerboseRecorded(t *testing.T) {
+	bin := buildC(t, cCount)
+	const n = 20000
+	want, _, wantCode := runCmd(t, bin, fmt.Sprint(n))
+	require.Equal(t, 0, wantCode)
+	out := filepath.Join(t.TempDir(), "hits.txt")
+	got, _, code := runCmd(t, tracerBin, "-v", "-o", out, "-e", "five+0 arg0", "--", bin, fmt.Sprint(n))
+	require.Equal(t, 0, code)
+	assert.Equal(t, want, got, "the program's output is unchanged")
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	i := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "[pid ") {
+			continue
+		}
+		require.Regexp(t, fmt.Sprintf(`^\[pid \d+\] five arg0=%#x$`, i), l)
+		i++
+	}
+	assert.Equal(t, n, i, "every hit printed")
+	assert.Regexp(t, fmt.Sprintf(`five\s+\S.*jump\s+%d\s`, n), string(b), "summary row")
+	assert.NotContains(t, string(b), "dropped")
+}

@@ -71,7 +71,7 @@ func (s *session) report(res *Result) error {
 func probeTable(w io.Writer, res *Result) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tPROBE\tINSTRUCTION\tDECODER\tSTRATEGY\tHITS\tTRACER CPU/HIT")
-	var total uint64
+	var total, drops uint64
 	for _, rw := range res.Probes {
 		if rw.Error != "" {
 			fmt.Fprintf(tw, "%#x\t%s\t%s\t-\tnot probed\t-\t-\n", rw.Addr, rw.Site, rw.Error)
@@ -83,14 +83,19 @@ func probeTable(w io.Writer, res *Result) error {
 		}
 		fmt.Fprintf(tw, "%#x\t%s\t%s\t%s\t%s\t%d\t%s\n", rw.Addr, rw.Site, rw.Insn, rw.Verdict, rw.Strategy, rw.Hits, cpu)
 		total += rw.Hits
+		drops += rw.Drops
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if drops > 0 {
+		fmt.Fprintf(w, "%d hits recorded in the program were dropped, not printed: its ring was full.\n", drops)
+	}
 	fmt.Fprintf(w, "%d hits.\nDECODER: emulate when the emulator implements the instruction, outofline when only\n"+
 		"the CPU can run it. STRATEGY: how hits ran (emulate: one trap; boost: a copy plus a jump back, one trap;\n"+
 		"outofline: a copy stepped, two traps; singlestep: every thread stopped, as debuggers do; jump: no trap,\n"+
-		"a jump to a pad in the program that counts, for probes that only count; \"no jump\" says why not).\nTRACER CPU/HIT: the tracer thread's CPU time from a hit's handler to the next hit's\n"+
+		"a jump to a pad in the program that counts the hit, or records it for -v lines of register values;\n"+
+		"\"no jump\" says why not).\nTRACER CPU/HIT: the tracer thread's CPU time from a hit's handler to the next hit's\n"+
 		"(fixup, resume, wait, the next hit's registers), charged to the first; time asleep is not counted.\n", total)
 	return nil
 }

@@ -59,6 +59,9 @@ type Row struct {
 	Verdict  string `json:"verdict,omitempty"`
 	Strategy string `json:"strategy,omitempty"` // how the hits ran (-strategy, or the engine's choice)
 	Hits     uint64 `json:"hits"`
+	// Drops are the hits of a recording probe that were not printed: the
+	// ring it writes to in the program was full.
+	Drops uint64 `json:"drops,omitempty"`
 	// CPUPerHitNs is the tracer thread's CPU time from one hit's handler to
 	// the next one's, charged to the first: the hit's fixup (emulation or
 	// out-of-line step), its resume, the wait for the next event and the
@@ -78,6 +81,9 @@ type Row struct {
 	// counters are the row's probes that only count (no handler; see
 	// counting): their hits are read from them, not counted here.
 	counters []*ptrace.Probe
+	// recorders are its recording probes (see recordable), whose drops
+	// are read from them.
+	recorders []*ptrace.Probe
 }
 
 // spec is one -e argument and what became of it.
@@ -192,7 +198,9 @@ func trace(o *options) (*Result, int) {
 // options of every process traced: -f follows children, and an exec
 // places the probes again.
 func (s *session) ptraceOptions() []ptrace.Option {
-	opts := []ptrace.Option{ptrace.OnExec(s.onExec)}
+	// A ring of 256Ki records (32 MiB) for recording probes: a quarter of
+	// a second of hits at a million a second before one is dropped.
+	opts := []ptrace.Option{ptrace.OnExec(s.onExec), ptrace.RingSize(1 << 18)}
 	if s.o.follow {
 		opts = append(opts, ptrace.FollowForks(s.onFork))
 	}
@@ -553,7 +561,17 @@ func (s *session) insert(pr *proc, sp *spec, ex *uprobe.Executable, ps *probespe
 	case counting:
 		handler = nil
 	}
-	p, err := pr.p.Insert(ps.PC, s.o.strategy, handler)
+	var p *ptrace.Probe
+	var err error
+	rec, recording := s.recordable(ps, fi)
+	if recording {
+		// Its hits are recorded in the program (no trap where the site
+		// takes a jump) and printed as they are drained.
+		in := &probeInfo{row: rw, proc: pr}
+		p, err = pr.p.Record(ps.PC, ptrace.RecordSpec{Regs: rec}, func(r ptrace.Record) { s.onRecord(in, rec, r) })
+	} else {
+		p, err = pr.p.Insert(ps.PC, s.o.strategy, handler)
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -570,6 +588,9 @@ func (s *session) insert(pr *proc, sp *spec, ex *uprobe.Executable, ps *probespe
 	}
 	if counting {
 		rw.counters = append(rw.counters, p)
+	}
+	if recording {
+		rw.recorders = append(rw.recorders, p)
 	}
 	s.byProbe[p] = &probeInfo{row: rw, proc: pr}
 	return p
@@ -741,6 +762,12 @@ func (s *session) finish(res *Result) {
 		rw.Hits = rw.hits
 		for _, c := range rw.counters {
 			rw.Hits += c.Hits()
+		}
+		for _, c := range rw.recorders {
+			// A record the ring had no room for was not printed: it is a
+			// hit all the same.
+			rw.Drops += c.Drops()
+			rw.Hits += c.Drops()
 		}
 		if rw.intervals > 0 {
 			rw.CPUPerHitNs = float64(rw.cpu) / float64(rw.intervals)
