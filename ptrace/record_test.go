@@ -325,3 +325,27 @@ func TestRecordGo(t *testing.T) {
 	}
 	t.Logf("%d records, %d dropped, %d threads", n, pr.Drops(), len(tids))
 }
+
+// Where a site takes a trap (here, with NoXOL, every site), the same
+// records come to the observer from the trap path: all of them, tids
+// exact, each thread's in order.
+func TestRecordTrapPath(t *testing.T) {
+	const n = 2000
+	bin := buildRecord(t)
+	r := startProgram(t, coreTracer(t), bin, []string{"threads", strconv.Itoa(n)}, NoXOL())
+	addr := symbols(t, bin, "r_fn")["r_fn"]
+	l := &recLog{all: true, next: map[int]int{}, start: monoNow()}
+	pr, err := r.p.Record(addr, RecordSpec{Regs: CArgs}, l.observe)
+	require.NoError(t, err)
+	l.mu.Lock()
+	l.pr = pr
+	l.mu.Unlock()
+	require.NotEqual(t, Jump, pr.Strategy)
+	r.exited(t, <-runAsync(r.p, context.Background()))
+	assert.Equal(t, fmt.Sprintf("sum %d\n", threadsSum(n)), r.out.String())
+	l.check(t, n)
+	assert.Equal(t, 16*n, l.count())
+	assert.Len(t, l.next, 16)
+	assert.Equal(t, uint64(16*n), pr.Hits())
+	assert.Zero(t, pr.Drops())
+}
