@@ -393,6 +393,14 @@ func (k *keyMap) set(key uint64, tid int, until, now uint64) {
 
 // tid returns the tid key stood for at record n.
 func (k *keyMap) tid(key, n uint64) (int, bool) {
+	e, ok := k.lookup(key, n)
+	return e.tid, ok
+}
+
+// lookup returns the mapping of key at record n, and until which record
+// it holds as far as is known now (a later change of it can only be at
+// the head of the ring then, beyond the records drained now).
+func (k *keyMap) lookup(key, n uint64) (keyTid, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	best, ok := keyTid{until: 0}, false
@@ -401,7 +409,7 @@ func (k *keyMap) tid(key, n uint64) (int, bool) {
 			best, ok = e, true
 		}
 	}
-	return best.tid, ok
+	return best, ok
 }
 
 // threadKey returns th's key, read from its FS base (th is stopped).
@@ -628,6 +636,10 @@ func (rg *ring) drainSome(final bool) (stopped bool) {
 	conv := tscNow()
 	head := atomic.LoadUint64(rg.word(0))
 	mask := rg.cap - 1
+	// The last key's mapping: it holds for the records up to head (see
+	// lookup).
+	var lastKey uint64
+	var last keyTid
 	for rg.tail < head {
 		n := rg.tail
 		off := ringHdr + (n&mask)<<recShift
@@ -661,7 +673,14 @@ func (rg *ring) drainSome(final bool) (stopped bool) {
 		if trapped {
 			rec.Tid = int(key)
 		} else {
-			rec.Tid = rg.tidOf(key, n, final)
+			if key != lastKey || n >= last.until {
+				e, ok := rg.keys.lookup(key, n)
+				if !ok {
+					e = keyTid{tid: rg.tidOf(key, n, final)}
+				}
+				lastKey, last = key, e
+			}
+			rec.Tid = last.tid
 			rc.pr.recs.Add(1)
 		}
 		rg.tail++
