@@ -40,6 +40,25 @@
 //     until a world stop writes the jump, moving threads stopped inside
 //     the region to the matching point of the pad.
 //
+// Process.Record puts a recording probe: where the site can take a jump,
+// its pad writes each hit (the probe, the thread's key, rdtsc and the
+// registers its RecordSpec names, 128 bytes) into a ring in memory the
+// tracee and the tracer share (a memfd the tracee creates and maps
+// through injected calls, MADV_DONTFORK, 64Ki records by default, see
+// RingSize); a slot is reserved by a compare-and-swap of the ring's head,
+// the record published by its sequence word written last, and a full ring
+// drops the hit and counts it (Probe.Drops): the pad never waits. A
+// goroutine of the tracer drains the ring every millisecond and calls the
+// Observer in reservation order, so each thread's records come in its
+// order, with tids from the thread keys (the thread pointer in C, the M in
+// Go) and times in CLOCK_MONOTONIC. Where the site traps, the tracer
+// writes the same record at the trap: one stream either way. A thread
+// stopped inside the recording part (a signal, a Remove, a Detach) is
+// taken out with no step: back to the probed instruction before its
+// reservation, or, after it, with the record completed by the tracer.
+// If the tracer dies the pads write into the ring until it is full, then
+// drop: the program runs on.
+//
 // If the tracer dies (SIGKILL, a crash), the kernel detaches the process
 // and a Jump-patched site keeps running correctly: its pad only counts.
 // (An INT3 left in place would kill the process with SIGTRAP at its next
