@@ -37,8 +37,10 @@ func pin(b *testing.B, tid int) {
 // tracer that only waits and continues, which nothing with ptrace can beat;
 // emulate-push, emulate-sub and emulate-cmp emulate push rbp, sub rsp,0x18
 // and cmp rsp,[r14+16]; outofline, boost and singlestep run push rbp;
-// none is the loop calling mov eax,42 with no probe, and jump-count the
-// same with a trapless probe on it (no trap per hit: compare with none).
+// none is the loop calling mov eax,42 with no probe, jump-count the
+// same with a trapless probe on it (no trap per hit: compare with none),
+// and jump-record the same with a recording probe (six argument registers
+// and the time per record, drained by the tracer meanwhile).
 // Each run starts a tracee; the default -benchtime keeps the whole under a
 // minute.
 func BenchmarkHit(b *testing.B) {

@@ -145,7 +145,6 @@ const (
 	recOffRegs   = 32
 	keyLive      = ^uint64(0)
 	drainPeriod  = time.Millisecond
-	maxStepsRec  = 256
 	recNameBytes = 16
 )
 
@@ -166,7 +165,9 @@ type recorder struct {
 // with the tracer; elsewhere the hit traps and the tracer writes the same
 // record into the ring, so obs sees one stream either way (Probe.NoJump
 // says why a probe traps). A recording probe has its address to itself.
-// Hits counts records seen and dropped; Drops those dropped.
+// Hits counts records seen and dropped; Drops those dropped. A fork child
+// followed with FollowForks gets no copy of a recording probe (it has no
+// ring): its records are none.
 func (p *Process) Record(addr uint64, spec RecordSpec, obs Observer) (*Probe, error) {
 	if obs == nil {
 		return nil, fmt.Errorf("ptrace: Record at %#x: a nil Observer", addr)
