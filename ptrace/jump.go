@@ -258,7 +258,7 @@ func (p *Process) planRegion(addr uint64, m *Mapping) (*region.Region, error) {
 			}
 		}
 	}
-	r, err := region.Plan(body, start, addr)
+	r, err := region.PlanIn(procImage{p, f, bias}, body, start, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -921,3 +921,18 @@ func (t *Tracer) unmapCounters(p *Process, th *thread) error {
 	p.counters = nil
 	return nil
 }
+
+// procImage is a process as region.PlanIn reads it: jump tables from its
+// memory (relocated, as the code uses them), code where the file mapped
+// at bias has it.
+type procImage struct {
+	p    *Process
+	f    *symtab.File
+	bias uint64
+}
+
+func (i procImage) ReadAt(b []byte, addr uint64) (int, error) {
+	return i.p.mem.ForceReadAt(b, int64(addr))
+}
+
+func (i procImage) Executable(addr uint64) bool { return i.f.Executable(addr - i.bias) }
