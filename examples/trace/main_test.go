@@ -641,3 +641,27 @@ func TestVerboseRecorded(t *testing.T) {
 	assert.Regexp(t, fmt.Sprintf(`five\s+\S.*jump\s+%d\s`, n), string(b), "summary row")
 	assert.NotContains(t, string(b), "dropped")
 }
+
+// -v on a Go function's hits with a register argument records them with
+// no trap (main.helper's first instructions, lea and ret, take a jump to a
+// recording pad): every hit printed, with Go's arg0 (rax), from the three
+// goroutines.
+func TestVerboseRecordedGo(t *testing.T) {
+	bin := buildGo(t, "")
+	want, _, _ := runCmd(t, bin)
+	out := filepath.Join(t.TempDir(), "hits.txt")
+	got, stderr, code := runCmd(t, tracerBin, "-v", "-o", out, "-e", "main.helper+0 arg0", "--", bin)
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, want, got, "the program's output is unchanged")
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	seen := map[string]int{}
+	for _, m := range regexp.MustCompile(`(?m)^\[pid \d+\] main\.helper arg0=0x([0-9a-f]+)$`).FindAllStringSubmatch(string(b), -1) {
+		seen[m[1]]++
+	}
+	require.Len(t, seen, 100, "helper(i) for i = 0, 3, ..., 297:\n%s", b)
+	for i := 0; i < 300; i += 3 {
+		assert.Equal(t, 3, seen[strconv.FormatInt(int64(i), 16)], "helper(%d), once per goroutine", i)
+	}
+	assert.Regexp(t, `main\.helper\s+\S.*jump\s+300\s`, string(b), "summary row")
+}
