@@ -21,10 +21,22 @@ __attribute__((noinline)) long j_switch(long x) {
 	return g;
 }
 
+// j_mid(x, y): y+7, or y when x is 0. Its entry is a region of three,
+// with the je in the middle of it: taken from the pad, it leaves for 1f.
+long j_mid(int x, long y);
+__asm__(".text\n.globl j_mid\n.type j_mid,@function\nj_mid:\n"
+        "  test %edi, %edi\n"
+        "  je 1f\n"
+        "  lea 7(%rsi), %rax\n"
+        "  ret\n"
+        "1: mov %rsi, %rax\n"
+        "  ret\n"
+        ".size j_mid,.-j_mid\n");
+
 int main(int argc, char **argv) {
 	long n = argc > 1 ? atol(argv[1]) : 1000, s = 0;
 	for (long i = 0; i < n; i++)
-		s += j_switch(i % 9);
+		s += j_switch(i % 9) + j_mid(i % 4, i);
 	printf("sum %ld\n", s);
 	return 0;
 }
