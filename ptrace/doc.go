@@ -56,6 +56,10 @@
 // stopped inside the recording part (a signal, a Remove, a Detach) is
 // taken out with no step: back to the probed instruction before its
 // reservation, or, after it, with the record completed by the tracer.
+// A fault the recording part raises itself (a thread whose FS base is 0,
+// before its TLS is set up or having cleared it, has no key to read) is
+// never the program's: the tracer serves the hit as a trap and sends the
+// thread on to the copy of its instructions.
 // If the tracer dies the pads write into the ring until it is full, then
 // drop: the program runs on.
 //

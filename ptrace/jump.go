@@ -699,7 +699,9 @@ func (p *Process) undoPad(th *thread, s *site) (where padPlace, i int, ok bool) 
 // intact. A fault the copy raised is reported at the original address of
 // its instruction (si_addr too where it names the instruction). A thread
 // elsewhere in the copy (counted, not yet through) is stepped on first,
-// with the signal kept. It reports false when th is in no pad.
+// with the signal kept. A fault the recording part raised is not the
+// program's: it goes nowhere (see padOwnFault). It reports false when th
+// is in no pad.
 func (t *Tracer) padSignal(th *thread, sig unix.Signal) bool {
 	p, tid := th.p, th.tid
 	s := p.padAt(th.pregs.Rip)
@@ -707,9 +709,19 @@ func (t *Tracer) padSignal(th *thread, sig unix.Signal) bool {
 		return false
 	}
 	pd := s.pad
+	own := pd.rec != nil && th.pregs.Rip-pd.addr < pd.copyOff
 	where, i, ok := p.undoPad(th, s)
 	if !ok {
 		return false
+	}
+	if own && (sig == unix.SIGSEGV || sig == unix.SIGBUS) {
+		if ptsys.GetSiginfo(tid, &th.si) != 0 {
+			return true // gone
+		}
+		if th.si.Code() > 0 {
+			t.padOwnFault(th, s, where)
+			return true
+		}
 	}
 	if where == padCopy {
 		if ptsys.GetSiginfo(tid, &th.si) != 0 {
@@ -745,6 +757,28 @@ func (t *Tracer) padSignal(th *thread, sig unix.Signal) bool {
 	th.keep(&th.si)
 	t.startStep(th, stepThrough, s, th.pregs.Rip, true)
 	return true
+}
+
+// padOwnFault serves the hit of th, whose recording pad faulted in its
+// own code: the FS base, or the g or M, it reads the thread's key through
+// is not there (a thread before its TLS is set up, in ld.so or an IFUNC
+// resolver, or one that cleared FS). undoPad has put th's registers back
+// as they are at the probe and, past the reservation, published the
+// record (padCopy); before it (padOrig) nothing is reserved and the hit
+// is served here as a trap serves it. The thread goes on at the copy, the
+// fault delivered nowhere: every hit of such a thread stops it, none is
+// lost, the program's instructions run once.
+func (t *Tracer) padOwnFault(th *thread, s *site, where padPlace) {
+	pd := s.pad
+	if where == padOrig {
+		th.r.LoadPtrace(&th.pregs)
+		t.handle(th, s)
+	}
+	th.pregs.Rip = pd.addr + pd.copyOff + uint64(pd.offs[0])
+	if ptsys.SetRegs(th.tid, &th.pregs) != 0 {
+		return // gone
+	}
+	t.resume(th, 0)
 }
 
 // padFault moves th, whose copy of the replaced instruction i faulted,

@@ -905,7 +905,9 @@ func (p *Process) undoRecord(th *thread, s *site) (padPlace, bool) {
 
 // publish writes th's record n of pd's probe, th's registers in th.pregs
 // as they are at the probe, into the ring, for a thread undoRecord took
-// out of the pad after its reservation.
+// out of the pad after its reservation. It is written as a trap's: the
+// key is th's tid, which the tracer knows even where the thread's own key
+// cannot be read (see padOwnFault), and the hit is counted here.
 func (p *Process) publish(th *thread, pd *pad, n uint64) {
 	rg := pd.ring
 	if p.ring != rg {
@@ -917,14 +919,13 @@ func (p *Process) publish(th *thread, pd *pad, n uint64) {
 	for i, g := range pd.rec.regs {
 		vals[i] = rr.GPR[g]
 	}
-	key, _ := p.threadKey(th, pd.goKey)
-	if !pd.goKey {
-		key = th.pregs.Fs_base
+	if pr := pd.rec.pr; pr != nil {
+		pr.hits.Add(1)
 	}
 	off := ringHdr + (n&(rg.cap-1))<<recShift
 	rec := rg.mem[off : off+recSize]
-	binary.LittleEndian.PutUint32(rec[recOffID:], pd.rec.id)
-	binary.LittleEndian.PutUint64(rec[recOffKey:], key)
+	binary.LittleEndian.PutUint32(rec[recOffID:], pd.rec.id|recTrapBit)
+	binary.LittleEndian.PutUint64(rec[recOffKey:], uint64(th.tid))
 	for i, v := range vals {
 		binary.LittleEndian.PutUint64(rec[recOffRegs+8*i:], v)
 	}

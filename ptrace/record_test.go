@@ -349,3 +349,19 @@ func TestRecordTrapPath(t *testing.T) {
 	assert.Equal(t, uint64(16*n), pr.Hits())
 	assert.Zero(t, pr.Drops())
 }
+
+// A thread whose FS base is 0 (as before its TLS is set up, in ld.so or
+// an IFUNC resolver) faults in the pad where it reads its key: the tracer
+// serves each such hit as a trap, the record its, with its tid, and the
+// program never sees the fault.
+func TestRecordNoFS(t *testing.T) {
+	const n = 2000
+	r, pr, l := recordRun(t, true, []string{"nofs", strconv.Itoa(n)})
+	r.exited(t, <-runAsync(r.p, context.Background()))
+	assert.Equal(t, fmt.Sprintf("sum %d\n", n+n*(n-1)/2), r.out.String())
+	l.check(t, n)
+	assert.Equal(t, n, l.count())
+	assert.Len(t, l.next, 1)
+	assert.Equal(t, uint64(n), pr.Hits())
+	assert.Zero(t, pr.Drops())
+}

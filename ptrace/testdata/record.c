@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <asm/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -48,6 +49,35 @@ static void *worker(void *arg) {
 		}
 	}
 	return (void *)(sum - tid * n);
+}
+
+// rawcall makes a system call without libc: a thread whose FS base is 0
+// cannot touch errno or anything else in its TLS.
+static long rawcall(long nr, long a, long b) {
+	long ret;
+	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b) : "rcx", "r11", "memory");
+	return ret;
+}
+
+static volatile int nofsDone;
+static long nofsSum;
+
+// nofsWorker clears its FS base, as code running before its TLS is set up
+// has it, makes its n calls and exits by the system call: no libc after
+// the arch_prctl.
+static void *nofsWorker(void *arg) {
+	long tid = syscall(SYS_gettid), sum = 0;
+	(void)arg;
+	if (rawcall(SYS_arch_prctl, ARCH_SET_FS, 0) != 0) {
+		nofsSum = -1;
+	} else {
+		for (long i = 0; i < n; i++)
+			sum += call(tid, 0, i);
+		nofsSum = sum - tid * n;
+	}
+	__atomic_store_n(&nofsDone, 1, __ATOMIC_RELEASE);
+	rawcall(SYS_exit, 0, 0);
+	return 0;
 }
 
 int main(int argc, char **argv) {
@@ -95,6 +125,14 @@ int main(int argc, char **argv) {
 		fflush(stdout);
 		execl("/bin/echo", "echo", "execed", (char *)0);
 		return 3;
+	} else if (!strcmp(mode, "nofs")) {
+		pthread_t th;
+		pthread_create(&th, 0, nofsWorker, 0);
+		while (!__atomic_load_n(&nofsDone, __ATOMIC_ACQUIRE)) {
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, 0);
+		}
+		printf("sum %ld\n", nofsSum);
 	} else if (!strcmp(mode, "forever")) {
 		long tid = syscall(SYS_gettid), sum = 0;
 		printf("ready\n");
