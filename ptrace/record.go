@@ -60,43 +60,22 @@ import (
 // shows up), each mapping valid for the records reserved before the
 // thread's exit, so a key reused by a later thread is told apart.
 
-// Reg names a general register by its x86 encoding number.
+// Reg names a general register by its hardware number: regs.RAX to
+// regs.R15.
 type Reg uint8
 
-// The general registers.
-const (
-	RAX Reg = iota
-	RCX
-	RDX
-	RBX
-	RSP
-	RBP
-	RSI
-	RDI
-	R8
-	R9
-	R10
-	R11
-	R12
-	R13
-	R14
-	R15
-)
-
-var regNames = [...]string{"rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"}
-
 func (r Reg) String() string {
-	if int(r) < len(regNames) {
-		return regNames[r]
+	if n := regs.Name(int(r)); n != "" {
+		return n
 	}
 	return "Reg(" + strconv.Itoa(int(r)) + ")"
 }
 
 // CArgs are the integer argument registers of the SysV ABI, in order.
-var CArgs = []Reg{RDI, RSI, RDX, RCX, R8, R9}
+var CArgs = []Reg{regs.RDI, regs.RSI, regs.RDX, regs.RCX, regs.R8, regs.R9}
 
 // GoArgs are the integer argument registers of Go's register ABI, in order.
-var GoArgs = []Reg{RAX, RBX, RCX, RDI, RSI, R8, R9, R10}
+var GoArgs = []Reg{regs.RAX, regs.RBX, regs.RCX, regs.RDI, regs.RSI, regs.R8, regs.R9, regs.R10}
 
 // MaxRecordRegs is how many registers a record holds.
 const MaxRecordRegs = 8
@@ -176,7 +155,7 @@ func (p *Process) Record(addr uint64, spec RecordSpec, obs Observer) (*Probe, er
 		return nil, fmt.Errorf("ptrace: Record at %#x: %d registers asked for, at most %d", addr, len(spec.Regs), MaxRecordRegs)
 	}
 	for _, r := range spec.Regs {
-		if r > R15 {
+		if r > regs.R15 {
 			return nil, fmt.Errorf("ptrace: Record at %#x: no register %v", addr, r)
 		}
 	}
@@ -776,17 +755,17 @@ func encodeRecord(b []byte, addr uint64, rg *ring, rec *recorder, ctr uint64, go
 	for i, g := range rec.regs {
 		disp := byte(recOffRegs + 8*i)
 		switch g {
-		case RAX, RCX, RDX:
-			slot := map[Reg]byte{RDX: 8, RCX: 16, RAX: 24}[g]
+		case regs.RAX, regs.RCX, regs.RDX:
+			slot := map[Reg]byte{regs.RDX: 8, regs.RCX: 16, regs.RAX: 24}[g]
 			b = append(b, 0x48, 0x8b, 0x44, 0x24, slot) // mov slot(%rsp),%rax
 			b = append(b, 0x48, 0x89, 0x41, disp)       // mov %rax,disp(%rcx)
-		case RSP:
+		case regs.RSP:
 			b = append(b, 0x48, 0x8d, 0x84, 0x24) // lea 32+stack(%rsp),%rax
 			b = binary.LittleEndian.AppendUint32(b, uint32(32+stack))
 			b = append(b, 0x48, 0x89, 0x41, disp)
 		default:
 			rex := byte(0x48)
-			if g >= R8 {
+			if g >= regs.R8 {
 				rex |= 0x04
 			}
 			b = append(b, rex, 0x89, 0x41|byte(g&7)<<3, disp) // mov %g,disp(%rcx)

@@ -34,6 +34,18 @@ const (
 	R15
 )
 
+var names = [16]string{"rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+	"r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"}
+
+// Name returns the name of general register i (a hardware number, RAX to
+// R15), or "" for another number.
+func Name(i int) string {
+	if i < 0 || i >= len(names) {
+		return ""
+	}
+	return names[i]
+}
+
 // RFLAGS bits.
 const (
 	CF uint64 = 1 << 0
@@ -207,8 +219,6 @@ func (r *Regs) Set(g x86asm.Reg, v uint64) {
 
 // String formats r the way a debugger prints registers.
 func (r *Regs) String() string {
-	names := [16]string{"rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
-		"r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"}
 	s := fmt.Sprintf("rip=%#x rflags=%#x", r.RIP, r.RFLAGS)
 	for i, n := range names {
 		s += fmt.Sprintf(" %s=%#x", n, r.GPR[i])
