@@ -69,14 +69,7 @@ func BenchmarkHit(b *testing.B) {
 			pr, err := p.Insert(asmfuncs.Addr(c.site), c.s, func(int, *Probe, *regs.Regs, memio.Memory) {})
 			require.NoError(b, err)
 			require.Equal(b, c.s, pr.Strategy)
-			pin(b, p.Tracer().hand.Tid())
-			pin(b, p.Pid())
-			b.ReportAllocs()
-			b.ResetTimer()
-			exit, err := p.Run(context.Background())
-			b.StopTimer()
-			require.NoError(b, err)
-			require.Equal(b, &Exit{}, exit)
+			runPinned(b, p)
 			require.Equal(b, uint64(b.N), pr.Hits())
 		})
 	}
@@ -129,14 +122,7 @@ func benchJump(b *testing.B, probe bool) {
 		require.NoError(b, err)
 		require.Equal(b, Jump, pr.Strategy)
 	}
-	pin(b, p.Tracer().hand.Tid())
-	pin(b, p.Pid())
-	b.ReportAllocs()
-	b.ResetTimer()
-	exit, err := p.Run(context.Background())
-	b.StopTimer()
-	require.NoError(b, err)
-	require.Equal(b, &Exit{}, exit)
+	runPinned(b, p)
 	if probe {
 		require.Equal(b, uint64(b.N), pr.Hits())
 	}
@@ -155,14 +141,7 @@ func benchRecord(b *testing.B) {
 	pr, err := p.Record(asmfuncs.Addr(asmfuncs.SiteMovImm), RecordSpec{Regs: GoArgs[:6]}, func(Record) { seen.Add(1) })
 	require.NoError(b, err)
 	require.Equal(b, Jump, pr.Strategy, pr.NoJump)
-	pin(b, p.Tracer().hand.Tid())
-	pin(b, p.Pid())
-	b.ReportAllocs()
-	b.ResetTimer()
-	exit, err := p.Run(context.Background())
-	b.StopTimer()
-	require.NoError(b, err)
-	require.Equal(b, &Exit{}, exit)
+	runPinned(b, p)
 	require.Equal(b, uint64(b.N), pr.Hits())
 	require.Equal(b, uint64(b.N), seen.Load()+pr.Drops())
 	b.ReportMetric(float64(pr.Drops()), "drops")
@@ -204,4 +183,17 @@ func BenchmarkDrain(b *testing.B) {
 	b.StopTimer()
 	require.Equal(b, uint64(b.N), seen)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mrecords/s")
+}
+
+// runPinned runs p with the tracer thread and the tracee pinned to one
+// CPU, timing the run alone, and requires that it exits with status 0.
+func runPinned(b *testing.B, p *Process) {
+	pin(b, p.Tracer().hand.Tid())
+	pin(b, p.Pid())
+	b.ReportAllocs()
+	b.ResetTimer()
+	exit, err := p.Run(context.Background())
+	b.StopTimer()
+	require.NoError(b, err)
+	require.Equal(b, &Exit{}, exit)
 }
