@@ -56,3 +56,39 @@ func ExampleStart() {
 	// cpuid    outofline 5 hits
 	// handler calls: 5 exit: exit status 0
 }
+
+// Probes with no handler only count, and take no trap where a jump to a
+// counting pad can replace their instruction; a recording probe's pad
+// writes each hit into a ring the tracer drains, with no trap either.
+func ExampleProcess_Record() {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "ONETRAP_PTRACE_CHILD=calls", "N=5")
+	p, err := ptrace.Start(cmd)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// mov eax,42: five bytes, so a jump replaces it alone.
+	count, err := p.Insert(asmfuncs.Addr(asmfuncs.SiteMovImm), ptrace.Auto, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// lea: a recording probe, the thread and rsp of each hit.
+	tids := map[int]int{}
+	rec, err := p.Record(asmfuncs.Addr(asmfuncs.SiteLea), ptrace.RecordSpec{Regs: []ptrace.Reg{regs.RSP}},
+		func(r ptrace.Record) { tids[r.Tid]++ })
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if _, err := p.Run(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(count.Strategy, count.Hits(), "hits")
+	fmt.Println(rec.Strategy, rec.Hits(), "records from", len(tids), "thread")
+	// Output:
+	// jump 5 hits
+	// jump 5 records from 1 thread
+}
