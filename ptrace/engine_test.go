@@ -392,12 +392,15 @@ func TestKilledMidHit(t *testing.T) {
 		assert.Equal(t, uint64(10), pr.Hits(), "%v", strat)
 	}
 	// The tracer goroutines end after the processes; give them a moment.
+	// The runtime may start one more thread of its own meanwhile (it
+	// keeps idle ones), which is why one is allowed; a tracer thread
+	// left behind per process would be three.
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) && (runtime.NumGoroutine() > goroutines || osThreads(t) > threads) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	assert.LessOrEqual(t, runtime.NumGoroutine(), goroutines, "goroutines")
-	assert.LessOrEqual(t, osThreads(t), threads, "OS threads")
+	assert.LessOrEqual(t, osThreads(t), threads+1, "OS threads")
 }
 
 // SIGSTOP stops a traced process as it would an untraced one, and SIGCONT
