@@ -243,8 +243,18 @@ func TestJumpRemoveWhileHitting(t *testing.T) {
 // jumptracer, which starts the program with its output to a file.
 func TestJumpTracerKilled(t *testing.T) {
 	bin := buildJump(t)
+	out := killTracerMidRun(t, child("jumptracer", "JUMP_BIN="+bin), "JUMP_OUT")
+	assert.Equal(t, fmt.Sprintf("sum %d\n", 16*42*2000000), out)
+}
+
+// killTracerMidRun starts cmd, a tracer (the test binary in a child mode)
+// that writes its program's output to the file named by the environment
+// variable outVar and prints "patched PID" once the program runs through
+// its pads; it kills the tracer then, and returns the program's output
+// once the program has finished on its own.
+func killTracerMidRun(t *testing.T, cmd *exec.Cmd, outVar string) string {
 	out := filepath.Join(t.TempDir(), "out")
-	cmd := child("jumptracer", "JUMP_BIN="+bin, "JUMP_OUT="+out)
+	cmd.Env = append(cmd.Env, outVar+"="+out)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = os.Stderr
@@ -257,12 +267,29 @@ func TestJumpTracerKilled(t *testing.T) {
 	t.Logf("program %d", pid)
 	require.NoError(t, cmd.Process.Signal(unix.SIGKILL))
 	cmd.Wait()
-	waitFor(t, 20*time.Second, "the program's end", func() bool {
+	waitFor(t, 30*time.Second, "the program's end", func() bool {
 		b, _ := os.ReadFile(out)
 		return strings.HasSuffix(string(b), "\n") && strings.Contains(string(b), "sum")
 	})
 	b, _ := os.ReadFile(out)
-	assert.Equal(t, fmt.Sprintf("sum %d\n", 16*42*2000000), string(b))
+	return string(b)
+}
+
+// symbolValue is the value of symbol name in the ELF file bin, for the
+// child modes that have no testing.T (0 if there is none).
+func symbolValue(bin, name string) uint64 {
+	ef, err := elf.Open(bin)
+	if err != nil {
+		panic(err)
+	}
+	defer ef.Close()
+	syms, _ := ef.Symbols()
+	for _, s := range syms {
+		if s.Name == name {
+			return s.Value
+		}
+	}
+	return 0
 }
 
 // jumpTracerChild is the tracer TestJumpTracerKilled kills: it starts the
@@ -282,17 +309,7 @@ func jumpTracerChild() {
 	if err != nil {
 		panic(err)
 	}
-	ef, err := elf.Open(bin)
-	if err != nil {
-		panic(err)
-	}
-	syms, _ := ef.Symbols()
-	var addr uint64
-	for _, s := range syms {
-		if s.Name == "j_mov" {
-			addr = s.Value
-		}
-	}
+	addr := symbolValue(bin, "j_mov")
 	pr, err := p.Insert(addr, Jump, nil)
 	if err != nil {
 		panic(err)
@@ -388,23 +405,29 @@ func TestJumpRegionPatchWhileRunning(t *testing.T) {
 //go:embed testdata/gojump/main.go
 var goJumpSrc string
 
+// goJumpTarget builds testdata/gojump and returns it, its output untraced
+// with argument 1500, and the address of main.probed past its stack check.
+func goJumpTarget(t *testing.T) (bin string, want []byte, addr uint64) {
+	bin = testprog.Go(t, "gojump", goJumpSrc)
+	want, err := exec.Command(bin, "1500").Output()
+	require.NoError(t, err)
+	f, err := symtab.Open(bin)
+	require.NoError(t, err)
+	defer f.Close()
+	fn, err := f.LookupFunc("main.probed")
+	require.NoError(t, err)
+	addr = fn.Addr + f.StackCheckSkip(fn)
+	require.NotEqual(t, fn.Addr, addr, "the stack check is skipped")
+	return bin, want, addr
+}
+
 // A Go program: 8 goroutines call a function whose entry (past its stack
 // check: push rbp; mov rbp,rsp; sub rsp) a jump replaces, recursively to
 // depth 300 so that stacks grow and move, with GOGC=1 and async
 // preemption signals at work; a nil dereference in it is recovered. The
 // count equals the program's own, and its output is unchanged.
 func TestJumpGo(t *testing.T) {
-	bin := testprog.Go(t, "gojump", goJumpSrc)
-	want, err := exec.Command(bin, "1500").Output()
-	require.NoError(t, err)
-	f, err := symtab.Open(bin)
-	require.NoError(t, err)
-	fn, err := f.LookupFunc("main.probed")
-	require.NoError(t, err)
-	addr := fn.Addr + f.StackCheckSkip(fn)
-	f.Close()
-	require.NotEqual(t, fn.Addr, addr, "the stack check is skipped")
-
+	bin, want, addr := goJumpTarget(t)
 	r := startProgram(t, coreTracer(t), bin, []string{"1500"})
 	pr, err := r.p.Insert(addr, Auto, nil)
 	require.NoError(t, err)

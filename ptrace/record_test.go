@@ -1,15 +1,11 @@
 package ptrace
 
 import (
-	"bufio"
 	"context"
-	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,9 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-
-	"github.com/onetrap/onetrap/internal/testprog"
-	symtab "github.com/onetrap/onetrap/symbols"
 )
 
 // The tests of recording probes: testdata/record.c, whose r_fn takes
@@ -202,26 +195,8 @@ func TestRecordDetach(t *testing.T) {
 
 func TestRecordTracerKilled(t *testing.T) {
 	bin := buildRecord(t)
-	out := filepath.Join(t.TempDir(), "out")
-	cmd := child("recordtracer", "RECORD_BIN="+bin, "RECORD_OUT="+out)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	cmd.Stderr = os.Stderr
-	require.NoError(t, cmd.Start())
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	require.NoError(t, err)
-	var pid int
-	_, err = fmt.Sscanf(line, "patched %d", &pid)
-	require.NoError(t, err, line)
-	require.NoError(t, cmd.Process.Signal(unix.SIGKILL))
-	cmd.Wait()
-	const n = 1000000
-	waitFor(t, 30*time.Second, "the program's end", func() bool {
-		b, _ := os.ReadFile(out)
-		return strings.HasSuffix(string(b), "\n") && strings.Contains(string(b), "sum")
-	})
-	b, _ := os.ReadFile(out)
-	assert.Equal(t, fmt.Sprintf("sum %d\n", threadsSum(n)), string(b))
+	out := killTracerMidRun(t, child("recordtracer", "RECORD_BIN="+bin), "RECORD_OUT")
+	assert.Equal(t, fmt.Sprintf("sum %d\n", threadsSum(1000000)), out)
 }
 
 // recordTracerChild is the tracer TestRecordTracerKilled kills: 16
@@ -239,17 +214,7 @@ func recordTracerChild() {
 	if err != nil {
 		panic(err)
 	}
-	ef, err := elf.Open(bin)
-	if err != nil {
-		panic(err)
-	}
-	syms, _ := ef.Symbols()
-	var addr uint64
-	for _, s := range syms {
-		if s.Name == "r_fn" {
-			addr = s.Value
-		}
-	}
+	addr := symbolValue(bin, "r_fn")
 	var mu sync.Mutex
 	seen := 0
 	pr, err := p.Record(addr, RecordSpec{Regs: CArgs}, func(Record) { mu.Lock(); seen++; mu.Unlock() })
@@ -282,15 +247,7 @@ func keys(m map[int]int) []int {
 // recovered nil dereference) records every call of main.probed: its
 // depth argument (rbx) in range, its tid one of the process's threads.
 func TestRecordGo(t *testing.T) {
-	bin := testprog.Go(t, "gojump", goJumpSrc)
-	want, err := exec.Command(bin, "1500").Output()
-	require.NoError(t, err)
-	f, err := symtab.Open(bin)
-	require.NoError(t, err)
-	fn, err := f.LookupFunc("main.probed")
-	require.NoError(t, err)
-	addr := fn.Addr + f.StackCheckSkip(fn)
-	f.Close()
+	bin, want, addr := goJumpTarget(t)
 
 	r := startProgram(t, coreTracer(t), bin, []string{"1500"})
 	var mu sync.Mutex
